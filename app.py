@@ -1,0 +1,13 @@
+"""The lab's dashboard: ``streamlit run app.py`` (reads run directories only)."""
+
+import os
+
+import streamlit as st
+
+from lab.app import overview
+
+st.set_page_config(page_title="CLIP distillation lab", layout="wide")
+st.session_state.setdefault("runs_dir", os.environ.get("LAB_RUNS_DIR", "runs"))
+st.sidebar.text_input("Runs directory", key="runs_dir")
+navigation = st.navigation([st.Page(overview.page, title="Overview", url_path="overview", default=True)])
+navigation.run()

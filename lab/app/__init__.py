@@ -1,0 +1,1 @@
+"""Dashboard pages: each reads run directories through lab.runs and draws with lab.viz."""

@@ -1,0 +1,229 @@
+"""``python -m lab <command>``: the lab's command line.
+
+Mistakes a user can make end in one sentence naming the fix (exit status 2),
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from lab.errors import LabError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}.\n")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default="", help="run id (default: <preset>-seed<seed>-<time>)")
+    p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides by dotted key, e.g. train.steps=200")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lab.train.pretrain import PRESETS
+
+    parser = _Parser(prog="python -m lab", description="CLIP knowledge-distillation lab.")
+    sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
+
+    p = sub.add_parser("pretrain", help="train a CLIP with the contrastive loss alone (teacher or no-KD student)")
+    p.add_argument("--preset", default="student", choices=sorted(PRESETS),
+                   help="teacher (the shipped teacher's recipe), student (the no-KD baseline), smoke")
+    p.add_argument("--export", default="", help="also write the final weights to this .safetensors file")
+    _add_run_args(p)
+
+    p = sub.add_parser("distill", help="distil a student from a frozen teacher (CLIP-KD / CLIP-RD terms)")
+    p.add_argument("--teacher", default="shipped", help="teacher model spec (default: the shipped teacher)")
+    p.add_argument("--student", default="shapes-student", help="student model spec")
+    p.add_argument("--loss", default="clipkd", help="terms joined by '+', e.g. crd+fd+icl, or a recipe: clipkd, cliprd")
+    p.add_argument("--weight", default="", help="weights, e.g. fd=2000,icl=0.5 (default: each term's own)")
+    p.add_argument("--variant", default="paper", choices=["paper", "official"], help="paper or official reading")
+    _add_run_args(p)
+
+    p = sub.add_parser("eval", help="evaluate a run, checkpoint or model spec on the ShapesWorld test set")
+    p.add_argument("model", help="run directory, checkpoint file, preset or ARCH:TAG")
+    p.add_argument("--teacher", default="shipped", help="reference teacher for geometry metrics, or 'none'")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="eval config overrides, e.g. per_style=256")
+
+    p = sub.add_parser("sweep", help="train a named ablation grid over seeds (resumable) and write its tables")
+    p.add_argument("--grid", required=True, help="clipkd, cliprd or demo")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0 … K-1 (default 1)")
+    p.add_argument("--fast", action="store_true", help="seconds-long runs (tests and smoke checks; numbers meaningless)")
+    p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every run")
+
+    p = sub.add_parser("bench", help="time a training step per loss term (cached and online teacher) vs no KD")
+    p.add_argument("--terms", default="", help="terms or recipes to time, e.g. fd,gd,clipkd (default: all)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is kept")
+    p.add_argument("--steps", type=int, default=3, help="steps per configuration and round")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sub.add_parser("presets", help="list the pretraining presets and model presets")
+
+    p = sub.add_parser("demo", help="produce the embedded-default runs the dashboard shows (skips finished ones)")
+    p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
+    return parser
+
+
+def _cmd_pretrain(args) -> int:
+    from lab.train.pretrain import pretrain, preset_config
+
+    cfg = preset_config(args.preset, args.overrides)
+    run_id = args.name or f"{args.preset}-seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = pretrain(cfg, run_id, args.runs_dir, overwrite=args.overwrite)
+    summary = json.loads((path / "summary.json").read_text())
+    print(f"run written to {path}")
+    print(format_metrics(summary))
+    if args.export:
+        from lab.models.export import export_with_card
+
+        recipe = "python -m lab pretrain --preset " + args.preset + "".join(f" {o}" for o in args.overrides)
+        card = export_with_card(path, args.export, recipe)
+        print(f"weights exported to {args.export} (sha256 {card['sha256'][:12]}…, card beside it)")
+    return 0
+
+
+def _cmd_distill(args) -> int:
+    from lab.config import apply_overrides
+    from lab.train.distill import default_config, distill
+
+    overrides = {"teacher": args.teacher, "student": args.student, "loss": args.loss, "weights": args.weight,
+                 "variant": args.variant}
+    cfg = apply_overrides(default_config(overrides), args.overrides)
+    run_id = args.name or f"distill-{args.loss.replace('+', '-')}-seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = distill(cfg, run_id, args.runs_dir, overwrite=args.overwrite)
+    print(f"run written to {path}")
+    print(format_metrics(json.loads((path / "summary.json").read_text())))
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from lab.config import apply_overrides
+    from lab.eval.suite import EvalConfig, evaluate
+    from lab.models import zoo
+
+    cfg = apply_overrides(EvalConfig(), args.overrides)
+    clip = zoo.load(args.model)
+    teacher = None
+    if args.teacher != "none":
+        teacher = zoo.shipped_teacher() if args.teacher == "shipped" else zoo.load(args.teacher)
+    metrics, _ = evaluate(clip, cfg, teacher=teacher)
+    metrics["params"] = clip.num_parameters()
+    print(json.dumps(metrics, indent=2) if args.json else format_metrics(metrics))
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from lab.sweep import grid_rows, sweep
+
+    grid_rows(args.grid)  # an unknown grid fails before any work
+    if args.seeds < 1:
+        raise LabError(f"--seeds must be at least 1, got {args.seeds}.")
+    table = sweep(args.grid, args.seeds, args.runs_dir, args.fast, args.overrides)
+    print(table.read_text())
+    print(f"tables written to {table} and {table.with_suffix('.csv')}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from lab.bench import format_costs, step_costs
+    from lab.losses.objective import RECIPES, parse_terms
+    from lab.runs import machine_description
+
+    names = [n.strip() for n in args.terms.split(",") if n.strip()]
+    for name in names:
+        if name not in RECIPES:
+            parse_terms(name)  # unknown names fail with the valid list
+    costs = step_costs(names or None, args.batch_size, args.rounds, args.steps, args.device,
+                       progress=lambda msg: print(msg, file=sys.stderr))
+    device = machine_description()
+    if args.json:
+        print(json.dumps({"batch_size": args.batch_size, "device": device,
+                          "step_costs": [c.as_dict() for c in costs]}, indent=2))
+    else:
+        print(format_costs(costs, args.batch_size, device))
+    return 0
+
+
+def _cmd_presets(args) -> int:
+    from lab.models.zoo import PRESETS as MODEL_PRESETS
+    from lab.train.pretrain import PRESETS
+
+    print("pretraining presets:")
+    for name, overrides in PRESETS.items():
+        print(f"  {name}: " + " ".join(f"{k}={v}" for k, v in overrides.items()))
+    print("model presets: " + ", ".join(MODEL_PRESETS))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from lab.demo import make_demo_runs
+
+    table = make_demo_runs(args.runs_dir)
+    print(table.read_text())
+    print(f"runs ready in {args.runs_dir}; explore them with: streamlit run app.py")
+    return 0
+
+
+def format_metrics(m: dict) -> str:
+    """A compact, readable block of the headline metrics."""
+    lines = []
+    styles = sorted({k.split("/")[1] for k in m if k.startswith("zeroshot/")},
+                    key=lambda s: ["plain", "textured", "sketch", "noisy"].index(s) if s in
+                    ("plain", "textured", "sketch", "noisy") else 9)
+    if styles:
+        lines.append(f"{'zero-shot':<12}{'top1':>8}{'base':>8}{'novel':>8}{'HM':>8}")
+        for s in styles:
+            lines.append(f"{s:<12}" + "".join(f"{m[f'zeroshot/{s}/{k}']:>8.1f}" for k in ("top1", "base", "novel", "hm")))
+    if "retrieval/i2t_r1" in m:
+        lines.append("retrieval   " + "  ".join(f"{k.split('/')[1]} {v:.1f}" for k, v in m.items()
+                                              if k.startswith("retrieval/")))
+    geometry = {k.split("/")[1]: v for k, v in m.items() if k.startswith("geometry/")}
+    if geometry:
+        lines.append("geometry    " + "  ".join(f"{k} {v:.3f}" for k, v in geometry.items()))
+    for key in ("teacher/hm", "params", "wall_time_s", "mean_step_s"):
+        if key in m:
+            lines.append(f"{key:<12}{m[key]:.4g}" if isinstance(m[key], float) else f"{key:<12}{m[key]}")
+    return "\n".join(lines)
+
+
+COMMANDS = {"pretrain": _cmd_pretrain, "distill": _cmd_distill, "eval": _cmd_eval, "sweep": _cmd_sweep, "bench": _cmd_bench,
+            "presets": _cmd_presets, "demo": _cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options (argparse stops collecting positionals at the first option).
+    unknown = [a for a in extra if "=" not in a or a.startswith("-") or not hasattr(args, "overrides")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except LabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished runs and the last checkpoint are kept.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

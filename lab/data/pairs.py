@@ -1,0 +1,145 @@
+"""Image–caption training data as step-indexed batches.
+
+Every source is a map-style dataset whose ``__getitems__`` returns a whole
+:class:`~lab.data.shapes.Batch` (uint8 images, captions, factors). The batch of
+training step ``s`` is a pure function of ``(seed, s)`` — a finite set is shuffled
+per epoch by a seeded permutation, an endless stream is read in order — so a run
+resumed at step ``s`` sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from lab.data.shapes import LABEL_SPACES, STYLES, Batch, ShapesWorld, StreamSpec
+from lab.errors import LabError
+
+STREAM_LENGTH = 2**40  # "endless": larger than any run will read
+
+
+@dataclass
+class DataConfig:
+    """Where training pairs come from.
+
+    ``source`` is ``shapes`` (ShapesWorld) or the path of an image–caption CSV.
+    ``size`` = 0 reads an endless ShapesWorld stream; otherwise a fixed set of
+    ``size`` pairs is rendered once and shuffled each epoch. ``classes`` restricts
+    the colour–shape classes to ``base``/``novel``; ``holdout`` removes the
+    compositional hold-out pairs; ``styles`` and ``style_weights`` set the domain mix;
+    ``balanced`` deals classes in shuffled rounds (fewer same-class pairs per batch).
+    """
+
+    source: str = "shapes"
+    size: int = 0
+    seed: int = 0
+    image_size: int = 32
+    styles: str = ",".join(STYLES)
+    style_weights: str = ""
+    classes: str = "all"
+    holdout: bool = False
+    balanced: bool = False
+    csv_image_key: str = "filepath"
+    csv_caption_key: str = "title"
+    csv_separator: str = "\t"
+    workers: int = 0
+
+    def stream_spec(self, split: str = "train") -> StreamSpec:
+        styles = tuple(s.strip() for s in self.styles.split(",") if s.strip())
+        weights = tuple(float(w) for w in self.style_weights.split(",")) if self.style_weights else None
+        space = LABEL_SPACES["colour_shape"]
+        choices = {"all": None, "base": space.base_ids, "novel": space.novel_ids}
+        if self.classes not in choices:
+            raise LabError(f"Unknown data.classes '{self.classes}'; choose one of: all, base, novel.")
+        try:
+            return StreamSpec(seed=self.seed, split=split, styles=styles, style_weights=weights,
+                              classes=choices[self.classes], holdout=self.holdout, balanced=self.balanced)
+        except ValueError as err:
+            raise LabError(str(err)) from err
+
+
+class ShapesPairs(Dataset):
+    """ShapesWorld pairs: a fixed, pre-rendered set of ``size`` items, or an endless stream."""
+
+    def __init__(self, spec: StreamSpec, size: int = 0, image_size: int = 32):
+        self.spec, self.size = spec, size
+        self.world = ShapesWorld(image_size)
+        self._items = self.world.sample(spec, 0, size) if size else None
+
+    def __len__(self) -> int:
+        return self.size or STREAM_LENGTH
+
+    @property
+    def endless(self) -> bool:
+        return self._items is None
+
+    def __getitems__(self, indices) -> Batch:
+        indices = np.asarray(indices)
+        if self._items is not None:
+            return self._items.subset(indices)
+        start = int(indices[0])
+        if not np.array_equal(indices, np.arange(start, start + len(indices))):
+            return Batch.concat([self.world.sample(self.spec, int(i), 1) for i in indices])
+        return self.world.sample(self.spec, start, len(indices))
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.__getitems__([index])
+
+
+class StepSampler(Sampler):
+    """Yields the index batch of each step from ``start_step`` to ``steps`` (drop-last epochs)."""
+
+    def __init__(self, length: int, batch_size: int, steps: int, seed: int, endless: bool,
+                 start_step: int = 0):
+        if batch_size <= 0:
+            raise LabError("train.batch_size must be positive.")
+        if not endless and length < batch_size:
+            raise LabError(f"The dataset has {length} pairs, fewer than one batch of {batch_size}; "
+                           f"lower train.batch_size or add data.")
+        self.length, self.batch_size, self.steps = length, batch_size, steps
+        self.seed, self.endless, self.start_step = seed, endless, start_step
+
+    def __len__(self) -> int:
+        return max(self.steps - self.start_step, 0)
+
+    def indices(self, step: int) -> np.ndarray:
+        if self.endless:
+            return np.arange(step * self.batch_size, (step + 1) * self.batch_size)
+        per_epoch = self.length // self.batch_size
+        epoch, position = divmod(step, per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.length)
+        return order[position * self.batch_size:(position + 1) * self.batch_size]
+
+    def __iter__(self):
+        for step in range(self.start_step, self.steps):
+            yield self.indices(step).tolist()
+
+
+def _keep_batch(batch):
+    return batch
+
+
+def step_batches(dataset: Dataset, batch_size: int, steps: int, seed: int, start_step: int = 0,
+                 workers: int = 0) -> DataLoader:
+    """A loader over the training steps; each element is one :class:`Batch`."""
+    sampler = StepSampler(len(dataset), batch_size, steps, seed, getattr(dataset, "endless", False), start_step)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=_keep_batch, num_workers=workers,
+                      persistent_workers=False)
+
+
+def build_pairs(cfg: DataConfig) -> Dataset:
+    """The training dataset a :class:`DataConfig` describes."""
+    if cfg.source == "shapes":
+        return ShapesPairs(cfg.stream_spec("train"), cfg.size, cfg.image_size)
+    from lab.data.files import CsvPairs
+
+    return CsvPairs(cfg.source, image_size=cfg.image_size, image_key=cfg.csv_image_key,
+                    caption_key=cfg.csv_caption_key, separator=cfg.csv_separator, limit=cfg.size)
+
+
+def to_tensors(batch: Batch, model) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model inputs for one batch: normalised images and caption tokens."""
+    return model.image_tensor(batch.images), model.tokenize(batch.captions)

@@ -1,0 +1,1 @@
+"""Distillation losses: plain functions in `functional`, learnable parts and objectives beside them."""

@@ -1,0 +1,211 @@
+"""Model presets and loading: real open_clip models, from a preset, a pretrained tag or a file.
+
+A *model spec* is one string:
+
+* ``shapes-teacher`` / ``shapes-student`` (or any open_clip architecture name) — random init;
+* ``ARCH:TAG`` — open_clip pretrained weights, e.g. ``ViT-B-32:openai`` (needs the weights
+  cached locally when offline);
+* ``ARCH:/path/to/weights.pt`` — an open_clip state dict on disk;
+* a path to a lab weights file (``*.safetensors``), a training checkpoint (``last.pt``) or
+  a run directory — the architecture is read from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+from safetensors.torch import load_file, save_file
+
+from lab.errors import LabError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+open_clip.add_model_config(PRESET_DIR)
+PRESETS = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.json")))
+SHIPPED_TEACHER = Path(__file__).resolve().parents[2] / "data" / "teacher" / "shapes-teacher.safetensors"
+
+
+@dataclass
+class ClipModel:
+    """An open_clip CLIP with its tokenizer and image normalisation, plus where it came from."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    arch: str
+    source: str
+    _token_cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        size = self.model.visual.image_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def image_tensor(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, H, W, 3) -> normalised float tensor (N, 3, H, W) on the model's device."""
+        x = torch.as_tensor(images, device=self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        cfg = self.model.visual.preprocess_cfg
+        mean = torch.tensor(cfg["mean"], device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(cfg["std"], device=x.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """Token ids (N, context_length); captions repeat a lot, so each distinct one is tokenized once."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._token_cache]
+        if missing:
+            if len(self._token_cache) > 200_000:
+                self._token_cache.clear()
+            self._token_cache.update(zip(missing, self.tokenizer(missing)))
+        return torch.stack([self._token_cache[t] for t in texts]).to(self.device)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def known_architectures() -> list[str]:
+    return open_clip.list_models()
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in open_clip.list_models():
+        presets = ", ".join(PRESETS)
+        raise LabError(f"Unknown model architecture '{arch}'; use a preset ({presets}) or an open_clip "
+                       f"architecture such as ViT-B-32 (full list: open_clip.list_models()).")
+
+
+def create(arch: str, pretrained: str | None = None, device: str = "cpu") -> ClipModel:
+    """Build an open_clip model, randomly initialised or with pretrained weights (tag or file)."""
+    _check_arch(arch)
+    logging.disable(logging.WARNING)  # open_clip warns on every random init
+    try:
+        model = open_clip.create_model(arch, pretrained=pretrained, device=device)
+    except RuntimeError as err:
+        if pretrained and not os.path.isfile(pretrained):
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            if pretrained in tags:
+                raise LabError(
+                    f"Pretrained weights {arch}:{pretrained} are not available offline; download them once "
+                    f"with network access (unset HF_HUB_OFFLINE) or pass a local file as {arch}:/path/to/weights.pt."
+                ) from err
+            raise LabError(f"'{pretrained}' is neither a file nor a pretrained tag of {arch}; "
+                           f"known tags: {', '.join(tags) or 'none'}.") from err
+        raise _mismatch(arch, pretrained, err) from err
+    finally:
+        logging.disable(logging.NOTSET)
+    model.eval()
+    return ClipModel(model, open_clip.get_tokenizer(arch), arch, f"{arch}:{pretrained}" if pretrained else arch)
+
+
+def _mismatch(arch: str, path, err: Exception) -> LabError:
+    first = str(err).strip().splitlines()
+    detail = next((line.strip() for line in first if "size mismatch" in line or "Missing key" in line), first[0] if first else "")
+    return LabError(f"Checkpoint {path} does not match architecture {arch} ({detail[:160]}); "
+                    f"pass the architecture it was trained with.")
+
+
+# --------------------------------------------------------------------------- lab weight files
+
+
+def save_weights(clip: ClipModel, path: str | Path, dtype: torch.dtype = torch.float32,
+                 extra: dict | None = None) -> Path:
+    """Write the model's weights as safetensors, with the architecture in the metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in clip.model.state_dict().items()}
+    metadata = {"arch": clip.arch, "lab_format": "1", "extra": json.dumps(extra or {})}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def _load_state(clip: ClipModel, state: dict, path) -> ClipModel:
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        clip.model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise _mismatch(clip.arch, path, err) from err
+    clip.source = str(path)
+    return clip
+
+
+def load_weights(path: str | Path, arch: str | None = None, device: str = "cpu") -> ClipModel:
+    """Load a lab safetensors file (architecture from its metadata unless ``arch`` is given)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        state = load_file(str(path))
+    except Exception as err:  # safetensors raises several types for corrupt files
+        raise LabError(f"Cannot read weights file {path} ({err}); re-download or re-create it.") from err
+    arch = arch or metadata.get("arch")
+    if not arch:
+        raise LabError(f"{path} does not say its architecture; load it as ARCH:{path}.")
+    return _load_state(create(arch, device=device), state, path)
+
+
+def load_training_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint (``last.pt``), loaded without executing any code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise LabError(f"Checkpoint {path} does not exist; check the path.") from err
+    except Exception as err:
+        raise LabError(f"Checkpoint {path} is corrupt or not a safe (weights-only) checkpoint ({type(err).__name__}); "
+                       f"re-create it with the lab.") from err
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".safetensors", ".bin", ".pth")
+
+
+def load(spec: str | Path, device: str = "cpu") -> ClipModel:
+    """Load a model from a spec string (see the module docstring)."""
+    spec = str(spec)
+    path = Path(spec)
+    arch, colon, pretrained = spec.partition(":")
+    if colon and not path.exists():  # ARCH:TAG, ARCH:/path/to/open_clip.pt, ARCH:/path/to/lab.safetensors
+        if Path(pretrained).suffix == ".safetensors":
+            return load_weights(pretrained, arch=arch, device=device)
+        if Path(pretrained).suffix in CHECKPOINT_SUFFIXES and not Path(pretrained).is_file():
+            raise LabError(f"Checkpoint {pretrained} does not exist; check the path.")
+        return create(arch, pretrained or None, device=device)
+    if path.is_dir():
+        candidates = [path / "checkpoints" / "last.pt", path / "model.safetensors"]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise LabError(f"{path} holds no checkpoint (looked for checkpoints/last.pt); train it first.")
+        path = found
+    if path.suffix == ".safetensors" and path.is_file():
+        return load_weights(path, device=device)
+    if path.suffix == ".pt" and path.is_file():
+        ckpt = load_training_checkpoint(path)
+        if "model" not in ckpt or "arch" not in ckpt:
+            raise LabError(f"{path} is not a lab training checkpoint; load open_clip weights as ARCH:{path}.")
+        return _load_state(create(ckpt["arch"], device=device), ckpt["model"], path)
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        raise LabError(f"Checkpoint {path} does not exist; check the path.")
+    return create(spec, device=device)
+
+
+def shipped_teacher(device: str = "cpu") -> ClipModel:
+    """The ShapesWorld teacher that ships in ``data/teacher``."""
+    if not SHIPPED_TEACHER.is_file():
+        raise LabError(f"The shipped teacher {SHIPPED_TEACHER} is missing; restore it with git or rebuild it "
+                       f"with `python -m lab pretrain --preset teacher`.")
+    return load_weights(SHIPPED_TEACHER, device=device)

@@ -1,0 +1,249 @@
+"""The run directory: the contract between trainers, sweeps, notebooks and the dashboard.
+
+``runs/<run_id>/``
+    ``config.json``       fully resolved config, seed, package versions, git revision, machine
+    ``metrics.jsonl``     one JSON object per logged step (each loss term, lr, images/s)
+    ``summary.json``      final metrics, wall time, mean step time, which checkpoint they come from
+    ``embeddings.npz``    teacher and student embeddings of the fixed evaluation set, labels, factors
+    ``checkpoints/last.pt``  model, optimiser, scheduler, loss modules, step, RNG states, config
+
+Every file is written atomically (temporary file, then rename). :func:`read_run`
+validates a directory and reports what is wrong with it instead of raising, so a
+dashboard can list broken runs beside good ones.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lab.errors import LabError
+
+CONFIG, METRICS, SUMMARY, EMBEDDINGS = "config.json", "metrics.jsonl", "summary.json", "embeddings.npz"
+CHECKPOINT = Path("checkpoints") / "last.pt"
+REQUIRED_CONFIG_KEYS = ("kind", "seed", "config")
+REQUIRED_SUMMARY_KEYS = ("wall_time_s", "checkpoint")
+REQUIRED_EMBEDDING_KEYS = ("student_image", "student_text", "labels")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def atomic_torch_save(path: Path, obj) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def provenance() -> dict:
+    """Package versions, git revision and machine, recorded in every run's config."""
+    import open_clip
+
+    try:
+        root = Path(__file__).resolve().parents[1]
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=5).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        rev, dirty = None, None
+    return {
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "open_clip": open_clip.__version__, "numpy": np.__version__},
+        "git": {"revision": rev, "dirty": dirty},
+        "machine": machine_description(),
+    }
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    text = f"{platform.system()} {cpu}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text
+
+
+class RunWriter:
+    """Creates a run directory and writes its files atomically."""
+
+    def __init__(self, root: str | Path, run_id: str, kind: str, config: dict, seed: int,
+                 overwrite: bool = False, resume: bool = False):
+        self.path = Path(root) / run_id
+        if (self.path / CONFIG).exists() and not (overwrite or resume):
+            raise LabError(f"Run {self.path} already exists; pick another name with --name, "
+                           f"or pass --overwrite to replace it.")
+        if overwrite and self.path.exists():
+            for name in (SUMMARY, METRICS, EMBEDDINGS):
+                (self.path / name).unlink(missing_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.run_id, self.started = run_id, time.time()
+        if not resume or not (self.path / CONFIG).exists():
+            atomic_write_json(self.path / CONFIG, {"kind": kind, "run_id": run_id, "seed": seed,
+                                                   "config": config, **provenance()})
+
+    def log(self, record: dict) -> None:
+        """Append one metrics record (one line, flushed)."""
+        with open(self.path / METRICS, "a") as f:
+            f.write(json.dumps(record, default=_json_default) + "\n")
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Drop records after ``last_step`` (used when resuming from a checkpoint)."""
+        path = self.path / METRICS
+        if path.exists():
+            keep = [line for line in path.read_text().splitlines() if _step_of(line) <= last_step]
+            atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+    def save_checkpoint(self, state: dict) -> Path:
+        atomic_torch_save(self.path / CHECKPOINT, state)
+        return self.path / CHECKPOINT
+
+    def save_embeddings(self, arrays: dict[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(self.path / EMBEDDINGS, buffer.getvalue())
+
+    def finish(self, summary: dict) -> None:
+        atomic_write_json(self.path / SUMMARY, summary)
+
+
+def _step_of(line: str) -> float:
+    try:
+        return json.loads(line).get("step", -1)
+    except json.JSONDecodeError:
+        return float("inf")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Run:
+    """A run directory as read back: its files, and what is wrong with it (if anything)."""
+
+    path: Path
+    config: dict = field(default_factory=dict)
+    summary: dict | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def kind(self) -> str:
+        return self.config.get("kind", "?")
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def complete(self) -> bool:
+        return self.ok and self.summary is not None
+
+    def metrics(self) -> list[dict]:
+        """The logged records; a torn last line (a run killed mid-write) is skipped."""
+        path = self.path / METRICS
+        if not path.exists():
+            return []
+        records = []
+        for line in path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
+
+    def embeddings(self) -> dict[str, np.ndarray]:
+        path = self.path / EMBEDDINGS
+        if not path.exists():
+            raise LabError(f"Run {self.run_id} has no {EMBEDDINGS}; it did not finish its evaluation.")
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+
+def _read_json(path: Path, problems: list[str]):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        problems.append(f"{path.name} is missing")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        problems.append(f"{path.name} is not valid JSON ({err})")
+    return None
+
+
+def read_run(path: str | Path) -> Run:
+    """Read and validate one run directory; problems are listed on the returned :class:`Run`."""
+    path = Path(path)
+    run = Run(path)
+    if not path.is_dir():
+        run.problems.append("not a directory")
+        return run
+    config = _read_json(path / CONFIG, run.problems)
+    if isinstance(config, dict):
+        run.config = config
+        missing = [k for k in REQUIRED_CONFIG_KEYS if k not in config]
+        if missing:
+            run.problems.append(f"{CONFIG} lacks {', '.join(missing)}")
+    elif config is not None:
+        run.problems.append(f"{CONFIG} is not a JSON object")
+    if (path / SUMMARY).exists():
+        summary = _read_json(path / SUMMARY, run.problems)
+        if isinstance(summary, dict):
+            missing = [k for k in REQUIRED_SUMMARY_KEYS if k not in summary]
+            if missing:
+                run.problems.append(f"{SUMMARY} lacks {', '.join(missing)}")
+            run.summary = summary
+        elif summary is not None:
+            run.problems.append(f"{SUMMARY} is not a JSON object")
+    if (path / EMBEDDINGS).exists():
+        try:
+            with np.load(path / EMBEDDINGS, allow_pickle=False) as data:
+                missing = [k for k in REQUIRED_EMBEDDING_KEYS if k not in data.files]
+            if missing:
+                run.problems.append(f"{EMBEDDINGS} lacks {', '.join(missing)}")
+        except Exception as err:  # zipfile/ValueError/OSError for damaged files
+            run.problems.append(f"{EMBEDDINGS} cannot be read ({type(err).__name__})")
+    return run
+
+
+def list_runs(root: str | Path) -> list[Run]:
+    """Every run directory under ``root`` (sorted by name), broken ones included with their problems.
+
+    Names starting with "." or "_" are the lab's own folders (caches, tables), not runs.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [read_run(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]

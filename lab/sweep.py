@@ -1,0 +1,194 @@
+"""Named ablation grids run over seeds, and their results tables.
+
+``python -m lab sweep --grid clipkd --seeds 3`` trains every row of the grid for
+seeds 0 … K−1 (skipping runs that finished earlier, so an interrupted sweep resumes),
+then writes ``runs/_tables/<grid>.md`` and ``.csv``: mean ± std over seeds of the
+headline numbers, the teacher–HM gap each row closes relative to the no-KD row of the
+same seed, geometry and wall time. Every number is the last step's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from lab import runs
+from lab.errors import LabError
+
+TABLES_DIR = "_tables"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a grid: the no-KD student (``loss=""``) or a distillation objective."""
+
+    label: str
+    loss: str = ""
+
+    @property
+    def slug(self) -> str:
+        return f"kd-{self.loss}" if self.loss else "nokd"
+
+
+NO_KD = Row("no KD (task only)")
+CLIPKD = Row("FD+ICL+CRD (CLIP-KD)", "crd+icl+fd")
+GRIDS: dict[str, list[Row]] = {
+    # The analogue of CLIP-KD Table 1 plus its baselines.
+    "clipkd": [NO_KD, Row("CRD", "crd"), Row("FD", "fd"), Row("MFD", "mfd"), Row("GD", "gd"), Row("ICL", "icl"),
+               Row("AFD", "afd"), Row("FD+ICL", "fd+icl"), CLIPKD,
+               Row("CLIP-KD +GD", "crd+icl+fd+gd"), Row("CLIP-KD +AFD", "crd+icl+fd+afd"),
+               Row("TinyCLIP affinity mimicking", "am"), Row("Hinton KD (class logits)", "kd")],
+    # CLIP-RD: the CLIP-KD recipe, each relational term alone and added, and the full objective.
+    "cliprd": [NO_KD, CLIPKD, Row("VRD", "vrd"), Row("XRD", "xrd"),
+               Row("CLIP-KD +VRD", "crd+icl+fd+vrd"), Row("CLIP-KD +XRD", "crd+icl+fd+xrd"),
+               Row("CLIP-RD (CLIP-KD +VRD +XRD)", "crd+icl+fd+vrd+xrd")],
+    # What `make demo` trains (seed 0): the reference student and the published CLIP-KD recipe.
+    "demo": [NO_KD, CLIPKD],
+}
+# A minutes-long version of every row for tests and smoke checks (numbers meaningless).
+FAST = ["data.size=512", "train.steps=12", "train.batch_size=64", "train.warmup=2", "train.eval_every=0",
+        "train.log_every=4", "eval.per_style=64"]
+
+
+def run_id(row: Row, seed: int, fast: bool = False) -> str:
+    return f"{'fast-' if fast else ''}{row.slug}-s{seed}"
+
+
+def grid_rows(name: str) -> list[Row]:
+    if name not in GRIDS:
+        raise LabError(f"Unknown grid '{name}'; choose one of: {', '.join(GRIDS)}.")
+    return GRIDS[name]
+
+
+def train_row(row: Row, seed: int, runs_dir: Path, fast: bool, overrides: Sequence[str] = ()) -> Path:
+    """Train one (row, seed) run unless it finished earlier; returns its directory."""
+    from lab.train.distill import default_config, distill
+    from lab.train.pretrain import preset_config, pretrain
+
+    rid = run_id(row, seed, fast)
+    path = runs_dir / rid
+    if runs.read_run(path).complete:
+        return path
+    settings = [f"train.seed={seed}", *(FAST if fast else []), *overrides]
+    if row.loss:
+        distill(default_config([f"loss={row.loss}", *settings]), rid, runs_dir, overwrite=path.exists())
+    else:
+        pretrain(preset_config("student", settings), rid, runs_dir, overwrite=path.exists())
+    return path
+
+
+def sweep(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", fast: bool = False,
+          overrides: Sequence[str] = ()) -> Path:
+    """Train every (row, seed) of ``grid`` that has not finished, then write its tables; returns the .md path."""
+    rows, runs_dir = grid_rows(grid), Path(runs_dir)
+    jobs = [(row, seed) for seed in range(seeds) for row in rows]
+    done = sum(runs.read_run(runs_dir / run_id(r, s, fast)).complete for r, s in jobs)
+    bar = tqdm(jobs, desc=f"sweep {grid}", unit="run", initial=0)
+    if done:
+        tqdm.write(f"{done} of {len(jobs)} runs finished earlier and are skipped")
+    for row, seed in bar:
+        bar.set_postfix_str(run_id(row, seed, fast))
+        train_row(row, seed, runs_dir, fast, overrides)
+    return write_tables(grid, seeds, runs_dir, fast)
+
+
+# --------------------------------------------------------------------------- tables
+
+COLUMNS = ("row", "loss", "seeds", "hm", "top1", "base", "novel", "gap_closed", "retrieval_i2t_r1",
+           "cosine_image", "cka_image", "simmat_corr", "wall_time_s")
+SUMMARY_KEYS = {"hm": "hm", "top1": "top1", "base": "base", "novel": "novel",
+                "retrieval_i2t_r1": "retrieval/i2t_r1", "cosine_image": "geometry/cosine_image",
+                "cka_image": "geometry/cka_image", "simmat_corr": "geometry/simmat_corr", "wall_time_s": "wall_time_s"}
+
+
+def gap_closed(hm: float, nokd_hm: float, teacher_hm: float) -> float:
+    """(HM_KD − HM_noKD) / (HM_teacher − HM_noKD), in percent (METHODS.md, "teacher gap closed")."""
+    return 100.0 * (hm - nokd_hm) / (teacher_hm - nokd_hm)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def collect(grid: str, seeds: int, runs_dir: str | Path = "runs", fast: bool = False) -> list[dict]:
+    """One record per row: per-seed values and their mean/std for every column."""
+    runs_dir = Path(runs_dir)
+    nokd = {s: runs.read_run(runs_dir / run_id(NO_KD, s, fast)) for s in range(seeds)}
+    records = []
+    for row in grid_rows(grid):
+        per_seed: dict[str, list] = {k: [] for k in (*SUMMARY_KEYS, "gap_closed")}
+        found = []
+        for seed in range(seeds):
+            run = runs.read_run(runs_dir / run_id(row, seed, fast))
+            if not run.complete:
+                continue
+            found.append(seed)
+            for column, key in SUMMARY_KEYS.items():
+                per_seed[column].append(run.summary.get(key))
+            base = nokd[seed]
+            teacher_hm = run.summary.get("teacher/hm")
+            if base.complete and teacher_hm is not None:
+                per_seed["gap_closed"].append(gap_closed(run.summary["hm"], base.summary["hm"], teacher_hm))
+        record = {"row": row.label, "loss": row.loss or "task", "seeds": found, "per_seed": per_seed}
+        for column, values in per_seed.items():
+            record[column] = mean_std(values)
+        records.append(record)
+    return records
+
+
+def teacher_hm(grid: str, seeds: int, runs_dir: str | Path = "runs", fast: bool = False) -> float | None:
+    for seed in range(seeds):
+        run = runs.read_run(Path(runs_dir) / run_id(NO_KD, seed, fast))
+        if run.complete and "teacher/hm" in run.summary:
+            return run.summary["teacher/hm"]
+    return None
+
+
+def _fmt(pair: tuple[float, float], digits: int = 1) -> str:
+    mean, std = pair
+    return "—" if mean != mean else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(records: list[dict], teacher: float | None) -> str:
+    head = ("| row | seeds | HM | top-1 | base | novel | gap closed % | i→t R@1 | cos (img) | CKA (img) "
+            "| sim-matrix r | wall s |")
+    lines = [head, "|" + "---|" * 12]
+    for r in records:
+        lines.append("| " + " | ".join([
+            r["row"], ",".join(map(str, r["seeds"])) or "none", _fmt(r["hm"]), _fmt(r["top1"]), _fmt(r["base"]),
+            _fmt(r["novel"]), "—" if r["loss"] == "task" else _fmt(r["gap_closed"]), _fmt(r["retrieval_i2t_r1"]),
+            _fmt(r["cosine_image"], 3), _fmt(r["cka_image"], 3), _fmt(r["simmat_corr"], 3),
+            _fmt(r["wall_time_s"], 0)]) + " |")
+    note = (f"\nTeacher HM {teacher:.1f}. " if teacher is not None else "\n") + \
+        "Mean ± std over seeds, last step; HM etc. are zero-shot on the plain-style test set (%)."
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def csv_table(records: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["row", "loss", "seeds"] + [f"{c}_{s}" for c in COLUMNS[3:] for s in ("mean", "std")])
+    for r in records:
+        writer.writerow([r["row"], r["loss"], " ".join(map(str, r["seeds"]))]
+                        + [f"{v:.6g}" for c in COLUMNS[3:] for v in r[c]])
+    return out.getvalue()
+
+
+def write_tables(grid: str, seeds: int, runs_dir: str | Path = "runs", fast: bool = False) -> Path:
+    records = collect(grid, seeds, runs_dir, fast)
+    name = f"{'fast-' if fast else ''}{grid}"
+    folder = Path(runs_dir) / TABLES_DIR
+    markdown = f"## {name} ({seeds} seed{'s' if seeds > 1 else ''})\n\n" + \
+        markdown_table(records, teacher_hm(grid, seeds, runs_dir, fast))
+    runs.atomic_write_bytes(folder / f"{name}.md", markdown.encode())
+    runs.atomic_write_bytes(folder / f"{name}.csv", csv_table(records).encode())
+    return folder / f"{name}.md"

@@ -1,0 +1,167 @@
+"""CLIP-KD / CLIP-RD distillation: a student CLIP trained on image–caption pairs with a frozen teacher.
+
+``python -m lab distill --teacher shipped --student shapes-student --loss crd+fd+icl [key=value ...]``
+
+Same data, steps and optimiser as the no-KD student (``pretrain --preset student``),
+so the two are compared at equal student steps. The teacher's embeddings come from
+the teacher cache by default (``teacher_mode=cache``) or a live forward per step
+(``teacher_mode=online``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lab import runs
+from lab.config import apply_overrides, to_dict
+from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
+from lab.data.shapes import PROMPT_TEMPLATES, label_space
+from lab.errors import LabError
+from lab.eval.suite import Embedded, EvalConfig, encode_texts, evaluate, evaluation_set, score
+from lab.losses.functional import clip_loss, masked_encode_image
+from lab.losses.objective import Embeddings, Objective
+from lab.models import zoo
+from lab.train.cache import TeacherCache
+from lab.train.loop import Trainer, TrainConfig, resolve_device, rng_states, seed_everything
+from lab.train.pretrain import PRESETS, clamp_logit_scale
+
+TEACHER_MODES = ("cache", "online")
+
+
+@dataclass
+class DistillConfig:
+    """A student distilled from a frozen teacher under the no-KD student's budget."""
+
+    student: str = "shapes-student"
+    teacher: str = "shipped"
+    loss: str = "clipkd"
+    weights: str = ""
+    variant: str = "paper"
+    mask_ratio: float = 0.5
+    teacher_mode: str = "cache"
+    cache_dir: str = ""  # default: <runs_dir>/.cache/teacher
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def default_config(overrides: list[str] | dict | None = None) -> DistillConfig:
+    """The no-KD student's budget (the ``student`` pretraining preset) plus any overrides."""
+    budget = {k: v for k, v in PRESETS["student"].items() if k.startswith(("data.", "train.", "eval."))}
+    return apply_overrides(apply_overrides(DistillConfig(), budget), overrides)
+
+
+def _load_teacher(spec: str, device: str):
+    teacher = zoo.shipped_teacher(device) if spec == "shipped" else zoo.load(spec, device=device)
+    teacher.model.eval().requires_grad_(False)
+    return teacher
+
+
+class DistillStep:
+    """One distillation forward: the student's embeddings, the teacher's (cached or live), the objective's terms.
+
+    With an objective of no terms it is exactly the no-KD student's step (the teacher is not touched).
+    """
+
+    def __init__(self, student, teacher, objective: Objective, cached: dict | None = None,
+                 mask_ratio: float = 0.5, classnames=(), seed: int = 0):
+        self.student, self.teacher, self.objective, self.cached = student, teacher, objective, cached
+        self.mask_ratio = mask_ratio
+        self.device = next(student.model.parameters()).device
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        if objective.needs_class_texts:  # Hinton KD: both models' zero-shot class weights, one prompt each
+            prompts = [PROMPT_TEMPLATES[0].format(c) for c in classnames]
+            self.class_tokens = student.tokenize(prompts).to(self.device)
+            self.teacher_classes = encode_texts(teacher, prompts).to(self.device)
+
+    def teacher_outputs(self, batch, images):
+        if self.cached is not None:
+            index = torch.as_tensor(batch.factors["index"], device=self.device)
+            return self.cached["image"][index], self.cached["text"][index], self.cached["scale"][0]
+        teacher = self.teacher
+        with torch.no_grad():
+            t_images = images if teacher.image_size == self.student.image_size else teacher.image_tensor(batch.images)
+            return (teacher.model.encode_image(t_images, normalize=True),
+                    teacher.model.encode_text(teacher.tokenize(batch.captions), normalize=True),
+                    teacher.model.logit_scale.exp())
+
+    def __call__(self, batch) -> dict[str, torch.Tensor]:
+        model, objective = self.student.model, self.objective
+        images, tokens = to_tensors(batch, self.student)
+        image_raw, text_raw, scale = model.encode_image(images), model.encode_text(tokens), model.logit_scale.exp()
+        if not objective.names:
+            return {"task": clip_loss(F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1), scale)}
+        e = Embeddings(image_raw, text_raw, scale, *self.teacher_outputs(batch, images))
+        if objective.needs_masked_images:
+            e.masked_image_raw = masked_encode_image(model.visual, images, self.mask_ratio, self.generator)
+        if objective.needs_class_texts:
+            e.class_text_raw, e.teacher_class_text = model.encode_text(self.class_tokens), self.teacher_classes
+        return objective(e)
+
+
+def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", overwrite: bool = False) -> Path:
+    """Distil, evaluate and write a run directory; returns its path."""
+    if cfg.teacher_mode not in TEACHER_MODES:
+        raise LabError(f"Unknown teacher_mode '{cfg.teacher_mode}'; choose one of: {', '.join(TEACHER_MODES)}.")
+    device = resolve_device(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    teacher = _load_teacher(cfg.teacher, str(device))
+    student = zoo.load(cfg.student, device=str(device))
+    objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant).to(device)
+    dataset = build_pairs(cfg.data)
+    cached = None
+    if cfg.teacher_mode == "cache":
+        if getattr(dataset, "endless", False):
+            raise LabError("The teacher cache needs a fixed dataset (data.size > 0); use teacher_mode=online "
+                           "for an endless stream.")
+        cache = TeacherCache(cfg.cache_dir or Path(runs_dir) / ".cache" / "teacher")
+        cached, hit = cache.load_or_build(teacher, dataset, to_dict(cfg.data))
+        print(f"teacher cache {'hit' if hit else 'built'}: {len(dataset)} pairs")
+        cached = {k: v.to(device) for k, v in cached.items()}
+    writer = runs.RunWriter(runs_dir, run_id, "distill", {**to_dict(cfg), "formula": objective.formula()},
+                            cfg.train.seed, overwrite=overwrite)
+    print(objective.formula())
+    student.model.train()
+    params = list(student.model.named_parameters()) + [(f"objective.{n}", p) for n, p in objective.named_parameters()]
+    trainer = Trainer(params, cfg.train, writer.log, desc=f"distill {run_id}")
+    classnames = label_space(cfg.eval.label_space).classnames
+    step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed)
+
+    def after_step():
+        clamp_logit_scale(student.model)
+        objective.clamp_()
+
+    probe = evaluation_set(EvalConfig(seed=cfg.eval.seed, per_style=min(256, cfg.eval.per_style)), student.image_size)
+
+    def probe_eval(step):
+        metrics = score(Embedded.of(student, probe, classnames), probe, cfg.eval.label_space)
+        student.model.train()
+        return {f"eval/{k}": metrics[k] for k in ("top1", "base", "novel", "hm")}
+
+    def state():
+        return {"arch": student.arch, "model": student.model.state_dict(), "objective": objective.state_dict(),
+                **trainer.state_dict(), "rng": rng_states(), "config": to_dict(cfg)}
+
+    batches = step_batches(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, workers=cfg.data.workers)
+    stats = trainer.fit(batches, step_fn, after_step=after_step,
+                        every={cfg.train.eval_every: probe_eval, cfg.train.checkpoint_every: lambda s: writer.save_checkpoint(state())})
+    writer.save_checkpoint(state())
+    t0 = time.perf_counter()
+    metrics, arrays = evaluate(student, cfg.eval, teacher=teacher, projection=objective.projection)
+    writer.save_embeddings(arrays)
+    writer.finish({
+        **metrics, "formula": objective.formula(), "params": student.num_parameters(),
+        "teacher_params": teacher.num_parameters(), "teacher_mode": cfg.teacher_mode,
+        "wall_time_s": stats.wall_time_s, "eval_time_s": time.perf_counter() - t0,
+        "mean_step_s": stats.mean_step_s, "mean_data_s": stats.mean_data_s, "images_per_s": stats.images_per_s,
+        "steps": stats.steps, "checkpoint": "last", "epoch_policy": "last step",
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    return writer.path

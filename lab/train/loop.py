@@ -1,0 +1,179 @@
+"""The training loop every trainer shares: optimiser, schedule, progress, logging, checkpoints.
+
+A trainer supplies ``step_fn(batch) -> {term: weighted loss}``; the loop sums the
+terms, steps AdamW under a warm-up + cosine schedule, stops on a non-finite loss
+naming the term, logs every term to ``metrics.jsonl`` and shows a tqdm bar.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lab.errors import LabError
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation: AdamW (β = 0.9/0.98, ε = 1e-6, open_clip's), linear warm-up then cosine decay."""
+
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 100
+    grad_clip: float = 0.0
+    log_every: int = 10
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LabError(f"train.device={name} but no CUDA GPU is visible; use train.device=cpu or auto.")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise LabError(f"Unknown train.device '{name}'; use auto, cpu or cuda.") from err
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_states() -> dict:
+    """Every random generator's state, as tensors and plain data (safe for ``weights_only`` loading)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {"python": repr(random.getstate()), "torch": torch.get_rng_state(),
+              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                        "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    import ast
+
+    random.setstate(ast.literal_eval(states["python"]))
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only; gains, biases and logit scales are exempt (open_clip's rule)."""
+    decay, no_decay = [], []
+    for name, p in named_params:
+        if not p.requires_grad:
+            continue
+        exempt = p.ndim < 2 or "bias" in name or "ln" in name or "logit_scale" in name
+        (no_decay if exempt else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over ``cfg.warmup`` steps, then cosine decay to zero at ``cfg.steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return 0.5 * cfg.lr * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@dataclass
+class FitStats:
+    steps: int
+    wall_time_s: float
+    mean_step_s: float
+    mean_data_s: float
+    images_per_s: float
+
+
+class Trainer:
+    """Runs optimisation steps over a stream of batches."""
+
+    def __init__(self, named_params, cfg: TrainConfig, log: Callable[[dict], None] | None = None,
+                 desc: str = "train"):
+        self.cfg, self.log, self.desc = cfg, log or (lambda record: None), desc
+        groups = param_groups(named_params, cfg.weight_decay)
+        self.params = [p for g in groups for p in g["params"]]
+        if not self.params:
+            raise LabError("Nothing to train: no parameter requires a gradient.")
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "step": self.step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+
+    def fit(self, batches: Iterable, step_fn: Callable, after_step: Callable | None = None,
+            every: dict[int, Callable[[int], dict | None]] | None = None) -> FitStats:
+        """Train until ``cfg.steps``. ``every`` maps an interval to a callback(step) whose dict is logged."""
+        cfg = self.cfg
+        compute, data_wait, images, timed = 0.0, 0.0, 0, 0
+        started = time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc, unit="step", dynamic_ncols=True,
+                   mininterval=1.0)
+        t_data = time.perf_counter()
+        for batch in batches:
+            t0 = time.perf_counter()
+            lr = lr_at(self.step, cfg)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            terms = step_fn(batch)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+                raise LabError(f"The loss became non-finite at step {self.step} in term "
+                               f"'{bad[0] if bad else 'loss'}'; lower train.lr or that term's weight.")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.optimizer.step()
+            if after_step is not None:
+                after_step()
+            self.step += 1
+            t1 = time.perf_counter()
+            if self.step > 2:  # the first steps include one-off warm-up costs
+                compute += t1 - t0
+                data_wait += t0 - t_data
+                images += len(batch)
+                timed += 1
+            record = None
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                record = {"step": self.step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
+                          "lr": lr, "images_per_s": len(batch) / max(t1 - t_data, 1e-9)}
+            for interval, callback in (every or {}).items():
+                if interval and (self.step % interval == 0 or self.step == cfg.steps):
+                    extra = callback(self.step)
+                    if extra:
+                        record = {**(record or {"step": self.step}), **extra}
+            if record is not None:
+                self.log(record)
+                bar.set_postfix(loss=f"{record.get('loss', loss.item()):.3f}", refresh=False)
+            bar.update(1)
+            t_data = time.perf_counter()
+        bar.close()
+        wall = time.perf_counter() - started
+        return FitStats(self.step, wall, compute / max(timed, 1), data_wait / max(timed, 1),
+                        images / max(compute + data_wait, 1e-9))

@@ -1,0 +1,124 @@
+"""Plain CLIP training (no distillation): the teacher's recipe and every table's no-KD row.
+
+``python -m lab pretrain --preset teacher|student|smoke [key=value ...]``
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lab import runs
+from lab.config import apply_overrides, to_dict
+from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
+from lab.errors import LabError
+from lab.eval.suite import EvalConfig, evaluate, evaluation_set, score, Embedded
+from lab.losses.functional import clip_loss
+from lab.models import zoo
+from lab.train.loop import Trainer, TrainConfig, resolve_device, rng_states, seed_everything
+
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+@dataclass
+class PretrainConfig:
+    """A CLIP trained from scratch on image–caption pairs with the task loss alone."""
+
+    model: str = "shapes-student"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    reference_teacher: str = "shipped"  # geometry reference at evaluation; "" for none
+
+
+PRESETS: dict[str, dict] = {
+    # The shipped ShapesWorld teacher: an endless stream of every class and style.
+    "teacher": {"model": "shapes-teacher", "data.size": 0, "data.style_weights": "0.4,0.2,0.2,0.2",
+                "train.steps": 3600, "train.batch_size": 128, "train.lr": 1e-3, "train.warmup": 200,
+                "train.eval_every": 250, "reference_teacher": ""},
+    # The lab's default student budget: a fixed set of 8,192 pairs (the teacher saw 460,800
+    # stream items) and 800 steps (the teacher took 3,600); distillation runs use the same.
+    "student": {"model": "shapes-student", "data.size": 8192, "train.steps": 800, "train.batch_size": 128,
+                "train.lr": 2e-3, "train.warmup": 80, "train.eval_every": 200},
+    # A seconds-long run for tests and smoke checks.
+    "smoke": {"model": "shapes-student", "data.size": 256, "train.steps": 6, "train.batch_size": 32,
+              "train.warmup": 2, "train.log_every": 2, "eval.per_style": 64, "reference_teacher": ""},
+}
+
+
+def preset_config(preset: str, overrides: list[str] | dict | None = None) -> PretrainConfig:
+    if preset not in PRESETS:
+        raise LabError(f"Unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}.")
+    return apply_overrides(apply_overrides(PretrainConfig(), PRESETS[preset]), overrides)
+
+
+def clamp_logit_scale(model) -> None:
+    """Keep log(scale) in [0, ln 100] after every step (CLIP's clamp)."""
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+
+def pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path = "runs", overwrite: bool = False) -> Path:
+    """Train, evaluate and write a run directory; returns its path."""
+    device = resolve_device(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    clip = zoo.load(cfg.model, device=str(device))
+    reference = zoo.load(zoo.SHIPPED_TEACHER if cfg.reference_teacher == "shipped" else cfg.reference_teacher,
+                         device=str(device)) if cfg.reference_teacher else None
+    dataset = build_pairs(cfg.data)
+    writer = runs.RunWriter(runs_dir, run_id, "pretrain", to_dict(cfg), cfg.train.seed, overwrite=overwrite)
+    clip.model.train()
+    trainer = Trainer(clip.model.named_parameters(), cfg.train, writer.log, desc=f"pretrain {run_id}")
+
+    def step_fn(batch):
+        images, tokens = to_tensors(batch, clip)
+        image, text = clip.model.encode_image(images, normalize=True), clip.model.encode_text(tokens, normalize=True)
+        return {"task": clip_loss(image, text, clip.model.logit_scale.exp())}
+
+    probe_cfg = EvalConfig(seed=cfg.eval.seed, per_style=min(256, cfg.eval.per_style),
+                           label_space=cfg.eval.label_space, batch_size=cfg.eval.batch_size)
+    probe = evaluation_set(probe_cfg, clip.image_size)
+
+    def probe_eval(step):
+        metrics = score(Embedded.of(clip, probe, _classnames(cfg)), probe, cfg.eval.label_space)
+        clip.model.train()
+        return {f"eval/{k}": metrics[k] for k in ("top1", "base", "novel", "hm")}
+
+    batches = step_batches(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, workers=cfg.data.workers)
+
+    def checkpoint(step):
+        writer.save_checkpoint(training_state(clip, trainer, cfg))
+
+    stats = trainer.fit(batches, step_fn, after_step=lambda: clamp_logit_scale(clip.model),
+                        every={cfg.train.eval_every: probe_eval, cfg.train.checkpoint_every: checkpoint})
+    writer.save_checkpoint(training_state(clip, trainer, cfg))
+    t0 = time.perf_counter()
+    metrics, arrays = evaluate(clip, cfg.eval, teacher=reference)
+    writer.save_embeddings(arrays)
+    writer.finish({
+        **metrics,
+        "params": clip.num_parameters(),
+        "wall_time_s": stats.wall_time_s, "eval_time_s": time.perf_counter() - t0,
+        "mean_step_s": stats.mean_step_s, "mean_data_s": stats.mean_data_s, "images_per_s": stats.images_per_s,
+        "steps": stats.steps, "checkpoint": "last", "epoch_policy": "last step",
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+    return writer.path
+
+
+def _classnames(cfg: PretrainConfig):
+    from lab.data.shapes import label_space
+
+    return label_space(cfg.eval.label_space).classnames
+
+
+def training_state(clip, trainer: Trainer, cfg) -> dict:
+    """Everything a checkpoint holds: plain tensors and Python data only (loadable with weights_only)."""
+    return {"arch": clip.arch, "model": clip.model.state_dict(), **trainer.state_dict(),
+            "rng": rng_states(), "config": to_dict(cfg)}

@@ -1,0 +1,138 @@
+"""The distillation trainer, the teacher cache and the sweep tables, on seconds-long CPU runs."""
+
+import json
+
+import pytest
+import torch
+
+from lab import runs
+from lab.cli import main
+from lab.errors import LabError
+from lab.models import zoo
+from lab.sweep import GRIDS, NO_KD, Row, collect, gap_closed, sweep
+from lab.train.cache import TeacherCache, cache_key
+from lab.train.distill import default_config, distill
+
+TINY = ["data.size=128", "train.steps=4", "train.batch_size=32", "train.warmup=1", "train.log_every=2",
+        "train.eval_every=0", "eval.per_style=32"]
+
+
+def tiny(loss, *extra):
+    return default_config([f"loss={loss}", *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("distill-runs")
+
+
+def test_distill_writes_per_term_curves_and_geometry(runs_dir):
+    path = distill(tiny("crd+fd+icl+mfd+kd"), "all", runs_dir)
+    run = runs.read_run(path)
+    assert run.complete, run.problems
+    records = run.metrics()
+    assert [r["step"] for r in records] == [2, 4]
+    assert all({"loss", "task", "crd", "fd", "icl", "mfd", "kd"} <= set(r) for r in records)
+    assert all(abs(r["loss"] - sum(r[k] for k in ("task", "crd", "fd", "icl", "mfd", "kd"))) < 1e-3 * r["loss"]
+               for r in records)
+    summary = run.summary
+    assert summary["formula"].startswith("L = task + 1·crd")
+    assert {"geometry/cosine_image", "geometry/cka_image", "geometry/simmat_corr", "teacher/hm"} <= set(summary)
+    state = torch.load(path / runs.CHECKPOINT, weights_only=True)
+    assert "projection.image.weight" in state["objective"]  # learnable parts saved with the student
+    assert "teacher_image" in run.embeddings()
+
+
+def test_teacher_cache_is_built_once_and_reused(runs_dir):
+    cache_dir = runs_dir / ".cache" / "teacher"
+    before = set(cache_dir.glob("*.safetensors")) if cache_dir.exists() else set()
+    distill(tiny("fd"), "fd-a", runs_dir)
+    after_first = set(cache_dir.glob("*.safetensors"))
+    distill(tiny("icl"), "icl-a", runs_dir)
+    assert set(cache_dir.glob("*.safetensors")) == after_first  # same teacher and data: a hit
+    distill(tiny("fd", "data.seed=5"), "fd-other-data", runs_dir)
+    assert len(set(cache_dir.glob("*.safetensors")) - after_first) == 1  # other data: a new entry
+    assert before <= after_first
+
+
+def test_cached_teacher_equals_online_teacher(runs_dir):
+    teacher = zoo.shipped_teacher()
+    cfg = tiny("fd")
+    from lab.data.pairs import build_pairs
+    from lab.config import to_dict
+
+    dataset = build_pairs(cfg.data)
+    entry, _ = TeacherCache(runs_dir / ".cache" / "teacher").load_or_build(teacher, dataset, to_dict(cfg.data))
+    batch = dataset.__getitems__([3, 7, 11])
+    with torch.no_grad():
+        online = teacher.model.encode_image(teacher.image_tensor(batch.images), normalize=True)
+    assert torch.allclose(entry["image"][[3, 7, 11]], online, atol=1e-5)
+    cached = distill(tiny("fd"), "fd-cache", runs_dir)
+    live = distill(tiny("fd", "teacher_mode=online"), "fd-online", runs_dir)
+    losses = lambda p: [r["fd"] for r in runs.read_run(p).metrics()]
+    assert losses(cached) == pytest.approx(losses(live), rel=1e-4)
+
+
+def test_cache_key_changes_with_the_teacher_weights():
+    a, b = zoo.load("shapes-student"), zoo.load("shapes-student")
+    with torch.no_grad():
+        b.model.logit_scale.add_(1.0)
+    assert cache_key(a, {"x": 1}) != cache_key(b, {"x": 1})
+    assert cache_key(a, {"x": 1}) != cache_key(a, {"x": 2})
+
+
+def test_same_seed_same_distillation_metrics(runs_dir):
+    first = distill(tiny("crd+icl"), "seed-a", runs_dir)
+    second = distill(tiny("crd+icl"), "seed-b", runs_dir)
+    keep = lambda p: {k: v for k, v in json.loads((p / runs.SUMMARY).read_text()).items()
+                      if not k.endswith(("_s", "images_per_s", "finished"))}
+    assert keep(first) == keep(second)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["loss=crd+fdd"], "Unknown loss term 'fdd'"),
+    (["loss=fd", "weights=icl=1"], "A weight is given for 'icl'"),
+    (["teacher_mode=live"], "Unknown teacher_mode 'live'"),
+    (["teacher_mode=cache", "data.size=0"], "The teacher cache needs a fixed dataset"),
+])
+def test_distill_config_mistakes(overrides, message, runs_dir):
+    with pytest.raises(LabError, match=message):
+        distill(default_config([*TINY, *overrides]), "bad", runs_dir)
+    assert not (runs_dir / "bad").exists()  # nothing half-written
+
+
+def test_teacher_checkpoint_of_another_architecture_is_refused(tmp_path):
+    student = zoo.load("shapes-student")
+    path = tmp_path / "student-weights.safetensors"
+    zoo.save_weights(student, path)
+    with pytest.raises(LabError, match="does not match"):
+        zoo.load(f"shapes-teacher:{path}")
+
+
+def test_cli_distill_and_unknown_term(runs_dir, capsys):
+    assert main(["distill", "--loss", "vrd+xrd", "--name", "cli", "--runs-dir", str(runs_dir), *TINY]) == 0
+    assert "L = task + 1·vrd + 1·xrd" in capsys.readouterr().out
+    assert main(["distill", "--loss", "crd+xyz", "--runs-dir", str(runs_dir), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown loss term 'xyz'; valid terms: crd, fd" in err and "Traceback" not in err
+
+
+def test_gap_closed():
+    assert gap_closed(60.0, 40.0, 90.0) == pytest.approx(40.0)
+
+
+def test_sweep_resumes_and_tabulates(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(GRIDS, "mini", [NO_KD, Row("FD", "fd")])
+    table = sweep("mini", seeds=2, runs_dir=tmp_path, fast=True)
+    text = table.read_text()
+    assert "| no KD (task only) | 0,1 |" in text and "| FD | 0,1 |" in text
+    assert table.with_suffix(".csv").read_text().count("\n") == 3
+    records = collect("mini", 2, tmp_path, fast=True)
+    assert len(records[1]["per_seed"]["gap_closed"]) == 2
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("fast-*/summary.json")}
+    assert len(mtimes) == 4
+    sweep("mini", seeds=2, runs_dir=tmp_path, fast=True)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("fast-*/summary.json")} == mtimes  # all skipped
+    captured = capsys.readouterr()
+    assert "4 of 4 runs finished earlier" in captured.out + captured.err
+    assert [r.run_id for r in runs.list_runs(tmp_path)] == sorted(p.parent.name for p in mtimes)
