@@ -106,9 +106,9 @@ def step_costs(names: list[str] | None = None, batch_size: int = 128, rounds: in
 def format_costs(costs: list[StepCost], batch_size: int, device: str) -> str:
     lines = [f"Step time per term, batch {batch_size}, {device}; no-KD step {costs[0].nokd_s * 1e3:.1f} ms "
              f"(medians of interleaved rounds; ratio = step / no-KD step)",
-             f"{'term':<10}{'cached ms':>11}{'ratio':>8}{'budget':>8}{'':>4}{'online ms':>11}{'ratio':>8}"]
+             f"{'term':<10}{'cached ms':>11}{'ratio':>8}{'budget':>8}{'':>6}{'online ms':>11}{'ratio':>8}"]
     for c in costs:
         verdict = "ok" if c.cached_ratio <= c.budget else "OVER"
-        lines.append(f"{c.name:<10}{c.cached_s * 1e3:>11.1f}{c.cached_ratio:>8.2f}{c.budget:>8.2f}{verdict:>4}"
+        lines.append(f"{c.name:<10}{c.cached_s * 1e3:>11.1f}{c.cached_ratio:>8.2f}{c.budget:>8.2f}{verdict:>6}"
                      f"{c.online_s * 1e3:>11.1f}{c.online_ratio:>8.2f}")
     return "\n".join(lines)

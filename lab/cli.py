@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="paper", choices=["paper", "official"], help="paper or official reading")
     _add_run_args(p)
 
+    p = sub.add_parser("promptkd", help="prompt distillation (PromptKD, ComKD-CLIP), base-to-novel on ShapesWorld")
+    p.add_argument("--method", default="comkd", choices=["promptkd", "comkd"])
+    _add_run_args(p)
+
     p = sub.add_parser("eval", help="evaluate a run, checkpoint or model spec on the ShapesWorld test set")
     p.add_argument("model", help="run directory, checkpoint file, preset or ARCH:TAG")
     p.add_argument("--teacher", default="shipped", help="reference teacher for geometry metrics, or 'none'")
@@ -77,11 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_id(args, prefix: str, seed: int) -> str:
+    return args.name or f"{prefix}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def _cmd_pretrain(args) -> int:
     from lab.train.pretrain import pretrain, preset_config
 
     cfg = preset_config(args.preset, args.overrides)
-    run_id = args.name or f"{args.preset}-seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = _run_id(args, args.preset, cfg.train.seed)
     path = pretrain(cfg, run_id, args.runs_dir, overwrite=args.overwrite)
     summary = json.loads((path / "summary.json").read_text())
     print(f"run written to {path}")
@@ -102,10 +110,24 @@ def _cmd_distill(args) -> int:
     overrides = {"teacher": args.teacher, "student": args.student, "loss": args.loss, "weights": args.weight,
                  "variant": args.variant}
     cfg = apply_overrides(default_config(overrides), args.overrides)
-    run_id = args.name or f"distill-{args.loss.replace('+', '-')}-seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = _run_id(args, f"distill-{args.loss.replace('+', '-')}", cfg.train.seed)
     path = distill(cfg, run_id, args.runs_dir, overwrite=args.overwrite)
     print(f"run written to {path}")
     print(format_metrics(json.loads((path / "summary.json").read_text())))
+    return 0
+
+
+def _cmd_promptkd(args) -> int:
+    from lab.config import apply_overrides
+    from lab.train.prompt_distill import default_config, prompt_distill
+
+    cfg = apply_overrides(default_config({"method": args.method}), args.overrides)
+    run_id = _run_id(args, args.method, cfg.train.seed)
+    path = prompt_distill(cfg, run_id, args.runs_dir, overwrite=args.overwrite)
+    summary = json.loads((path / "summary.json").read_text())
+    print(f"run written to {path}")
+    for who in ("teacher", "student_zeroshot", "student"):
+        print(f"{who:<17}" + "  ".join(f"{k} {summary[f'{who}/{k}']:.1f}" for k in ("base", "novel", "hm")))
     return 0
 
 
@@ -199,8 +221,8 @@ def format_metrics(m: dict) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"pretrain": _cmd_pretrain, "distill": _cmd_distill, "eval": _cmd_eval, "sweep": _cmd_sweep, "bench": _cmd_bench,
-            "presets": _cmd_presets, "demo": _cmd_demo}
+COMMANDS = {"pretrain": _cmd_pretrain, "distill": _cmd_distill, "promptkd": _cmd_promptkd, "eval": _cmd_eval,
+            "sweep": _cmd_sweep, "bench": _cmd_bench, "presets": _cmd_presets, "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

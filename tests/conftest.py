@@ -17,3 +17,13 @@ def smoke_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runs")
     return pretrain(preset_config("smoke"), "smoke", root)
+
+
+@pytest.fixture(scope="session")
+def demo_runs(tmp_path_factory):
+    """The demo grid (no-KD student and CLIP-KD recipe) in fast mode, two seeds, with its tables."""
+    from lab.sweep import sweep
+
+    root = tmp_path_factory.mktemp("demo-runs")
+    sweep("demo", seeds=2, runs_dir=root, fast=True)
+    return root

@@ -7,26 +7,48 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).parent.parent / "app.py")
+ROOT = Path(__file__).parent.parent
+PAGES = ("overview", "geometry", "similarity", "ablations", "curves")
 
 
-def run_app(runs_dir):
-    at = AppTest.from_file(APP, default_timeout=60)
+@pytest.fixture(autouse=True)
+def importable_lab(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))  # scripts AppTest runs must import lab like `streamlit run` does
+
+
+def run_page(page, runs_dir):
+    at = AppTest.from_string(f"from lab.app import {page}\n{page}.page()", default_timeout=60)
     at.session_state["runs_dir"] = str(runs_dir)
     return at.run()
 
 
-def test_empty_runs_directory_says_how_to_make_runs(tmp_path):
-    at = run_app(tmp_path)
+def test_app_entry_point_runs(tmp_path):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.session_state["runs_dir"] = str(tmp_path)
+    at.run()
     assert not at.exception
     assert any("make demo" in info.value for info in at.info)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_without_runs_says_how_to_make_them(page, tmp_path):
+    at = run_page(page, tmp_path)
+    assert not at.exception
+    assert any(("make demo" in i.value) or ("python -m lab sweep" in i.value) for i in at.info)
+
+
+@pytest.mark.parametrize("page", ["geometry", "similarity", "ablations", "curves"])
+def test_every_page_draws_from_fixture_runs(page, demo_runs):
+    at = run_page(page, demo_runs)
+    assert not at.exception
+    assert len(at.get("plotly_chart")) >= 1
 
 
 def test_overview_lists_runs_and_broken_ones(tmp_path, smoke_run):
     shutil.copytree(smoke_run, tmp_path / "good")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
-    at = run_app(tmp_path)
+    at = run_page("overview", tmp_path)
     assert not at.exception
     table = at.dataframe[0].value
     assert list(table["run"]) == ["good"]

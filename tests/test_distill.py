@@ -9,7 +9,7 @@ from lab import runs
 from lab.cli import main
 from lab.errors import LabError
 from lab.models import zoo
-from lab.sweep import GRIDS, NO_KD, Row, collect, gap_closed, sweep
+from lab.sweep import TABLES_DIR, collect, gap_closed, sweep
 from lab.train.cache import TeacherCache, cache_key
 from lab.train.distill import default_config, distill
 
@@ -121,18 +121,22 @@ def test_gap_closed():
     assert gap_closed(60.0, 40.0, 90.0) == pytest.approx(40.0)
 
 
-def test_sweep_resumes_and_tabulates(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(GRIDS, "mini", [NO_KD, Row("FD", "fd")])
-    table = sweep("mini", seeds=2, runs_dir=tmp_path, fast=True)
+def test_sweep_resumes_and_tabulates(demo_runs, capsys):
+    table = demo_runs / TABLES_DIR / "fast-demo.md"
     text = table.read_text()
-    assert "| no KD (task only) | 0,1 |" in text and "| FD | 0,1 |" in text
+    assert "| no KD (task only) | 0,1 |" in text and "| FD+ICL+CRD (CLIP-KD) | 0,1 |" in text
     assert table.with_suffix(".csv").read_text().count("\n") == 3
-    records = collect("mini", 2, tmp_path, fast=True)
+    records = collect("demo", 2, demo_runs, fast=True)
     assert len(records[1]["per_seed"]["gap_closed"]) == 2
-    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("fast-*/summary.json")}
+    mtimes = {p: p.stat().st_mtime_ns for p in demo_runs.glob("fast-*/summary.json")}
     assert len(mtimes) == 4
-    sweep("mini", seeds=2, runs_dir=tmp_path, fast=True)
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("fast-*/summary.json")} == mtimes  # all skipped
+    sweep("demo", seeds=2, runs_dir=demo_runs, fast=True)
+    assert {p: p.stat().st_mtime_ns for p in demo_runs.glob("fast-*/summary.json")} == mtimes  # all skipped
     captured = capsys.readouterr()
     assert "4 of 4 runs finished earlier" in captured.out + captured.err
-    assert [r.run_id for r in runs.list_runs(tmp_path)] == sorted(p.parent.name for p in mtimes)
+    assert [r.run_id for r in runs.list_runs(demo_runs)] == sorted(p.parent.name for p in mtimes)
+
+
+def test_unknown_grid_lists_the_grids():
+    with pytest.raises(LabError, match="Unknown grid 'clip'; choose one of: clipkd, cliprd, demo"):
+        sweep("clip")

@@ -228,6 +228,16 @@ def test_objective_bad_inputs_are_clear():
         obj(Embeddings(torch.randn(6, 3), torch.randn(6, 3), torch.tensor(1.0), v_t, t_t, 1.0))
 
 
+def test_feature_terms_refuse_mismatched_widths_without_a_projection():
+    _, _, v_t, t_t = fixed_batch(d_s=4, d_t=5)
+    student = F.normalize(torch.randn(6, 4), dim=1)
+    for term in (lambda: L.fd_loss(student, student, v_t, t_t), lambda: L.icl_loss(student, student, v_t, t_t, 1.0),
+                 lambda: L.gd_loss(student, student, 10.0, v_t, t_t, 50.0),
+                 lambda: L.vrd_loss(student, student, v_t, t_t, 1.0, 1.0), lambda: L.xrd_loss(student, student, v_t, t_t, 1.0)):
+        with pytest.raises(ValueError, match="project the student with a Linear head first"):
+            term()
+
+
 def test_learnable_parts_are_saved_with_the_objective():
     obj = Objective("crd+icl+fd+vrd+xrd+afd", 4, 5)
     keys = set(obj.state_dict())

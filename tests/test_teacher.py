@@ -4,7 +4,9 @@ import json
 
 import pytest
 
+from lab.config import to_dict
 from lab.eval.suite import EvalConfig, evaluate
+from lab.train.pretrain import preset_config
 from lab.models import zoo
 from lab.models.export import sha256
 
@@ -24,6 +26,11 @@ def test_shipped_teacher_matches_its_card(card):
     assert card["recipe"].startswith("python -m lab pretrain --preset teacher")
     assert card["train_wall_time_s"] < 45 * 60
     assert card["eval"]["metrics"]["zeroshot/plain/top1"] >= 90.0
+
+
+def test_card_recipe_is_the_current_teacher_preset(card):
+    """`make teacher` would rebuild this very teacher: the card's config is today's preset."""
+    assert card["config"] == to_dict(preset_config("teacher"))
 
 
 def test_shipped_teacher_zero_shot_on_fresh_test_images(card):

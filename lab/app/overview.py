@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from lab import runs
+from lab.app import data
 
 KEY_METRICS = ("top1", "base", "novel", "hm", "retrieval/i2t_r1", "retrieval/t2i_r1", "teacher/hm",
                "params", "wall_time_s")
@@ -26,11 +27,9 @@ def runs_table(found: list[runs.Run]) -> pd.DataFrame:
 
 def page() -> None:
     st.title("Runs")
-    root = st.session_state.get("runs_dir", "runs")
-    found = runs.list_runs(root)
+    found = runs.list_runs(data.runs_dir())
     if not found:
-        st.info(f"No runs in `{root}` yet. Make the default ones with `make demo` "
-                f"(or `python -m lab demo --runs-dir {root}`), then reload this page.")
+        data.no_runs_message()
         return
     table = runs_table(found)
     if not table.empty:

@@ -36,6 +36,12 @@ def _check_batch(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} got an empty batch; every loss needs at least one pair.")
 
 
+def _check_widths(student: torch.Tensor, teacher: torch.Tensor, name: str) -> None:
+    if student.shape[1] != teacher.shape[1]:
+        raise ValueError(f"{name} needs equal widths, got student {student.shape[1]} and teacher {teacher.shape[1]}; "
+                         f"project the student with a Linear head first (the Objective does this for you).")
+
+
 def diagonal_ce(logits: torch.Tensor) -> torch.Tensor:
     """CE_diag(L): mean cross-entropy of row i against class i."""
     return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
@@ -105,9 +111,7 @@ def fd_loss(pv, pt, v_t, t_t, variant: str = "paper") -> torch.Tensor:
     """
     _check_variant(variant)
     _check_batch(pv, "fd_loss")
-    if pv.shape[1] != v_t.shape[1]:
-        raise ValueError(f"fd_loss needs equal widths, got student {pv.shape[1]} and teacher {v_t.shape[1]}; "
-                         f"project the student with a Linear head first.")
+    _check_widths(pv, v_t, "fd_loss")
     if variant == "official":
         return F.mse_loss(pv, v_t) + F.mse_loss(pt, t_t)
     return ((pv - v_t).pow(2).sum(dim=1) + (pt - t_t).pow(2).sum(dim=1)).mean()
@@ -141,6 +145,7 @@ def gd_loss(pv, pt, s_s, v_t, t_t, s_t, variant: str = "paper") -> torch.Tensor:
     """
     _check_variant(variant)
     _check_batch(pv, "gd_loss")
+    _check_widths(pv, v_t, "gd_loss")
     tau_s, tau_t = (1.0 / s_s, 1.0 / s_t) if variant == "paper" else (s_s, s_t)
     with torch.no_grad():
         t_img_anchor, t_txt_key = clip_gradients(v_t, t_t, tau_t)  # L_I→T
@@ -166,6 +171,7 @@ def icl_loss(pv, pt, v_t, t_t, scale) -> torch.Tensor:
     raises the bound I(v_s; t_t) ≥ log(N − 1) − L (appendix B).
     """
     _check_batch(pv, "icl_loss")
+    _check_widths(pv, v_t, "icl_loss")
     return 0.5 * (diagonal_ce(scale * pv @ t_t.T) + diagonal_ce(scale * pt @ v_t.T))
 
 
@@ -194,6 +200,7 @@ def vrd_loss(pv, pt, v_t, t_t, scale_image, scale_text) -> torch.Tensor:
     its text tower.
     """
     _check_batch(pv, "vrd_loss")
+    _check_widths(pv, v_t, "vrd_loss")
     a_img, a_txt = scale_image * v_t @ pv.T, scale_text * t_t @ pt.T
     kl = 0.5 * (kl_rows(a_img, a_txt) + kl_rows(a_img.T, a_txt.T))
     ce_img = 0.5 * (diagonal_ce(a_img) + diagonal_ce(a_img.T))
@@ -213,6 +220,7 @@ def xrd_loss(pv, pt, v_t, t_t, scale) -> torch.Tensor:
     (teacher anchors) and column-wise (student anchors). λ_X is shared with ICL.
     """
     _check_batch(pv, "xrd_loss")
+    _check_widths(pv, v_t, "xrd_loss")
     x1, x2 = scale * v_t @ pt.T, scale * t_t @ pv.T
     return 0.25 * (kl_rows(x1, x2) + kl_rows(x2, x1) + kl_rows(x1.T, x2.T) + kl_rows(x2.T, x1.T))
 

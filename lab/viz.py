@@ -1,0 +1,174 @@
+"""Figures shared by the dashboard and the notebooks: plotly, built from run data only.
+
+The embedding maps put teacher and student in one frame: the teacher's points are
+projected on their top two principal axes, the student's on its own, and the student
+map is then rotated (orthogonal Procrustes, with a scale) onto the teacher's so that
+the same item sits in comparable places in both panels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.express as px
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from lab.data.shapes import COLOUR_NAMES, SHAPES, SIZES, STYLES
+
+FACTOR_NAMES = {"shape": SHAPES, "colour": COLOUR_NAMES, "size": SIZES, "style": STYLES}
+
+
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """Coordinates of the rows of ``x`` on their top two principal axes (signs fixed by the largest loading)."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    axes = vt[:2]
+    axes *= np.sign(axes[np.arange(2), np.abs(axes).argmax(axis=1)])[:, None]
+    return centred @ axes.T
+
+
+def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``source`` rotated/reflected and scaled to best match ``target`` (rows correspond), both centred."""
+    s, t = source - source.mean(axis=0), target - target.mean(axis=0)
+    u, sigma, vt = np.linalg.svd(s.T @ t)
+    rotation = u @ vt
+    scale = sigma.sum() / max((s ** 2).sum(), 1e-12)
+    return scale * s @ rotation
+
+
+def aligned_maps(teacher: np.ndarray, student: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2-D maps of the same items in both spaces, the student's aligned onto the teacher's."""
+    t2 = pca_2d(teacher)
+    return t2, procrustes(pca_2d(student), t2)
+
+
+def colour_labels(emb: dict, colour_by: str, n_images: int, n_texts: int = 0) -> list[str]:
+    """Point labels for ``colour_by``: a factor, "class", "modality" or "split" (base/novel)."""
+    if colour_by == "modality":
+        return ["image"] * n_images + ["text"] * n_texts
+    if colour_by == "class":
+        names = emb["classnames"][emb["labels"]]
+    elif colour_by == "split":
+        base = set(np.asarray(emb["base_ids"]).tolist())
+        names = np.array(["base" if int(c) in base else "novel" for c in emb["labels"]])
+    else:
+        names = np.asarray(FACTOR_NAMES[colour_by])[emb[f"factor_{colour_by}"]]
+    names = [str(name) for name in names[:n_images]]
+    return names + names[:n_texts]
+
+
+PER_ITEM = ("student_image", "student_text", "teacher_image", "teacher_text", "labels", "captions")
+
+
+def subsample(emb: dict, n: int, seed: int = 0) -> dict:
+    """At most ``n`` items drawn evenly from every style (the test set is stored style by style)."""
+    total = len(emb["labels"])
+    if n >= total:
+        return emb
+    idx = np.sort(np.random.default_rng(seed).permutation(total)[:n])
+    return {k: (v[idx] if (k in PER_ITEM or k.startswith("factor_")) else v) for k, v in emb.items()}
+
+
+def embedding_maps(emb: dict, colour_by: str = "shape", n: int = 1000, with_texts: bool = True) -> go.Figure:
+    """Teacher and student image (and caption) embeddings side by side in aligned 2-D maps."""
+    emb = subsample(emb, n)
+    n = len(emb["labels"])
+    keys = ("image", "text") if with_texts else ("image",)
+    teacher = np.concatenate([emb[f"teacher_{k}"].astype(np.float64) for k in keys])
+    student = np.concatenate([emb[f"student_{k}"].astype(np.float64) for k in keys])
+    t2, s2 = aligned_maps(teacher, student)
+    labels = colour_labels(emb, colour_by, n, n if with_texts else 0)
+    hover = [f"image: {c}" for c in emb["captions"]] + ([f"text: {c}" for c in emb["captions"]]
+                                                       if with_texts else [])
+    symbols = ["circle"] * n + (["x"] * n if with_texts else [])
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("teacher", "student (aligned to the teacher)"))
+    palette = px.colors.qualitative.Dark24
+    categories = list(dict.fromkeys(labels))
+    for i, category in enumerate(categories):
+        idx = [j for j, label in enumerate(labels) if label == category]
+        for col, coords in ((1, t2), (2, s2)):
+            fig.add_trace(go.Scattergl(
+                x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=category, legendgroup=category,
+                showlegend=col == 1, marker=dict(size=5, color=palette[i % len(palette)],
+                                                 symbol=[symbols[j] for j in idx], opacity=0.75),
+                text=[hover[j] for j in idx], hovertemplate="%{text}<extra></extra>"), row=1, col=col)
+    fig.update_layout(height=520, legend_title_text=colour_by, margin=dict(t=40, l=10, r=10, b=10))
+    return fig
+
+
+def class_sorted_subset(labels: np.ndarray, per_class: int = 1) -> np.ndarray:
+    """Indices of the first ``per_class`` items of every class, ordered by class."""
+    labels = np.asarray(labels)
+    return np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+PAIRS = {"image-text": ("image", "text"), "image-image": ("image", "image"), "text-text": ("text", "text")}
+
+
+def similarity_matrices(emb: dict, pair: str = "image-text", temperature: float | None = None,
+                        per_class: int = 1) -> dict[str, np.ndarray]:
+    """Teacher, student and difference matrices over a class-sorted subset.
+
+    Cosine similarities, or row-wise softmax(cos / temperature) when a temperature is given.
+    """
+    rows_key, cols_key = PAIRS[pair]
+    idx = class_sorted_subset(emb["labels"], per_class)
+    out = {}
+    for model in ("teacher", "student"):
+        a, b = emb[f"{model}_{rows_key}"][idx].astype(np.float64), emb[f"{model}_{cols_key}"][idx].astype(np.float64)
+        a /= np.linalg.norm(a, axis=1, keepdims=True)
+        b /= np.linalg.norm(b, axis=1, keepdims=True)
+        sim = a @ b.T
+        out[model] = softmax_rows(sim / temperature) if temperature else sim
+    out["student − teacher"] = out["student"] - out["teacher"]
+    return out
+
+
+def similarity_heatmaps(matrices: dict[str, np.ndarray], tick_labels: Sequence[str] | None = None) -> go.Figure:
+    fig = make_subplots(rows=1, cols=3, subplot_titles=tuple(matrices), horizontal_spacing=0.06)
+    lo = min(matrices["teacher"].min(), matrices["student"].min())
+    hi = max(matrices["teacher"].max(), matrices["student"].max())
+    diff = np.abs(matrices["student − teacher"]).max() or 1.0
+    for col, (name, m) in enumerate(matrices.items(), start=1):
+        is_diff = name.startswith("student −")
+        fig.add_trace(go.Heatmap(z=m, zmin=-diff if is_diff else lo, zmax=diff if is_diff else hi,
+                                 colorscale="RdBu" if is_diff else "Viridis", showscale=is_diff or col == 1,
+                                 colorbar=dict(x=1.0 if is_diff else 0.3, len=0.8),
+                                 x=tick_labels, y=tick_labels), row=1, col=col)
+        fig.update_yaxes(autorange="reversed", row=1, col=col, showticklabels=False)
+        fig.update_xaxes(showticklabels=False, row=1, col=col)
+    fig.update_layout(height=420, margin=dict(t=40, l=10, r=10, b=10))
+    return fig
+
+
+def training_curves(records_by_run: dict[str, list[dict]], key: str) -> go.Figure:
+    """One metric (a loss term, lr, a probe metric) over steps, one line per run."""
+    fig = go.Figure()
+    for run_id, records in records_by_run.items():
+        points = [(r["step"], r[key]) for r in records if key in r]
+        if points:
+            steps, values = zip(*points)
+            fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers" if len(points) < 30 else "lines",
+                                     name=run_id))
+    fig.update_layout(xaxis_title="step", yaxis_title=key, height=380, margin=dict(t=30, l=10, r=10, b=10))
+    return fig
+
+
+def ablation_bars(rows: Sequence[str], means: Sequence[float], stds: Sequence[float], metric: str = "HM",
+                  reference: float | None = None, reference_name: str = "teacher") -> go.Figure:
+    """Mean ± std per row of a sweep table; an optional reference line (e.g. the teacher)."""
+    fig = go.Figure(go.Bar(x=list(rows), y=list(means), error_y=dict(type="data", array=list(stds)),
+                           marker_color="#4C78A8"))
+    if reference is not None:
+        fig.add_hline(y=reference, line_dash="dash", annotation_text=f"{reference_name} {reference:.1f}")
+    fig.update_layout(yaxis_title=metric, height=420, margin=dict(t=30, l=10, r=10, b=10))
+    return fig

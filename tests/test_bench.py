@@ -1,0 +1,27 @@
+"""The step-cost benchmark runs and reports ratios (its numbers are measured by `python -m lab bench`, not here)."""
+
+import json
+
+from lab.bench import StepCost, step_costs
+from lab.cli import main
+
+
+def test_step_costs_cover_the_asked_terms():
+    costs = step_costs(["fd", "clipkd"], batch_size=16, rounds=1, steps=1, progress=lambda msg: None)
+    assert [c.name for c in costs] == ["fd", "clipkd"]
+    assert all(c.cached_s > 0 and c.online_s > 0 and c.nokd_s > 0 for c in costs)
+    assert costs[0].nokd_s == costs[1].nokd_s  # one no-KD reference for every row
+
+
+def test_budgets_follow_the_issue():
+    assert StepCost("fd", 1, 1, 1).budget == 1.15
+    assert StepCost("gd", 1, 1, 1).budget == 1.5
+    assert StepCost("crd+icl+fd+gd", 1, 1, 1).budget == 1.5
+
+
+def test_cli_bench_json_and_unknown_term(capsys):
+    assert main(["bench", "--terms", "icl", "--rounds", "1", "--steps", "1", "--batch-size", "8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["step_costs"][0]["name"] == "icl" and report["step_costs"][0]["cached_ratio"] > 0
+    assert main(["bench", "--terms", "icx"]) == 2
+    assert "Unknown loss term 'icx'" in capsys.readouterr().err
