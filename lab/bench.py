@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lab.data.pairs import DataConfig, build_pairs
+from lab.data.pairs import DataConfig, build_pairs, in_order
 from lab.data.shapes import label_space
 from lab.losses.objective import RECIPES, TERMS, Objective
 from lab.models import zoo
@@ -72,7 +72,7 @@ def step_costs(names: list[str] | None = None, batch_size: int = 128, rounds: in
     student.model.train()
     dataset = build_pairs(DataConfig(size=batch_size * 2))
     cached = {k: v.to(dev) for k, v in teacher_embeddings(teacher, dataset).items()}
-    batches = [dataset.__getitems__(list(range(i * batch_size, (i + 1) * batch_size))) for i in range(2)]
+    batches = list(in_order(dataset, batch_size))  # two batches, alternated
     classnames = label_space("colour_shape").classnames
 
     configs = {}  # (name, mode) -> (step function, optimizer)

@@ -140,6 +140,12 @@ def build_pairs(cfg: DataConfig) -> Dataset:
                     caption_key=cfg.csv_caption_key, separator=cfg.csv_separator, limit=cfg.size)
 
 
+def in_order(dataset, batch_size: int):
+    """A finite dataset's batches in index order (for computing features of every item once)."""
+    for start in range(0, len(dataset), batch_size):
+        yield dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset)))))
+
+
 def to_tensors(batch: Batch, model) -> tuple[torch.Tensor, torch.Tensor]:
     """Model inputs for one batch: normalised images and caption tokens."""
     return model.image_tensor(batch.images), model.tokenize(batch.captions)

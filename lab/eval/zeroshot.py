@@ -24,28 +24,39 @@ def class_embeddings(encode_text, classnames: Sequence[str], templates: Sequence
     return F.normalize(feats, dim=-1)
 
 
-def top1(image_feats: torch.Tensor, class_feats: torch.Tensor, labels: torch.Tensor,
-         classes: Sequence[int] | None = None) -> float:
-    """Top-1 accuracy (%) of images whose label is in ``classes``, predicting among ``classes`` only."""
+def top1_of_logits(logits: torch.Tensor, labels: torch.Tensor, classes: Sequence[int] | None = None) -> float:
+    """Top-1 accuracy (%) of images whose label is in ``classes``, predicting among ``classes`` only.
+
+    ``logits`` (N, C) score every image against every class.
+    """
     labels = torch.as_tensor(labels)
     if classes is None:
-        classes = range(class_feats.shape[0])
+        classes = range(logits.shape[1])
     classes = torch.as_tensor(list(classes), dtype=torch.long)
     keep = torch.isin(labels, classes)
     if not keep.any():
         return float("nan")
-    scores = image_feats[keep].float() @ class_feats[classes].float().T
-    predicted = classes[scores.argmax(dim=1)]
+    predicted = classes[logits[keep][:, classes].argmax(dim=1)]
     return 100.0 * (predicted == labels[keep]).float().mean().item()
+
+
+def top1(image_feats: torch.Tensor, class_feats: torch.Tensor, labels: torch.Tensor,
+         classes: Sequence[int] | None = None) -> float:
+    """:func:`top1_of_logits` with cosine logits of image features against class weights."""
+    return top1_of_logits(image_feats.float() @ class_feats.float().T, labels, classes)
 
 
 def harmonic_mean(base: float, novel: float) -> float:
     return 0.0 if base + novel == 0 else 2 * base * novel / (base + novel)
 
 
+def logit_scores(logits: torch.Tensor, labels, base_ids, novel_ids) -> dict[str, float]:
+    """Overall top-1 (all classes compete), base (among base classes), novel (among novel) and their HM."""
+    base = top1_of_logits(logits, labels, base_ids)
+    novel = top1_of_logits(logits, labels, novel_ids)
+    return {"top1": top1_of_logits(logits, labels), "base": base, "novel": novel, "hm": harmonic_mean(base, novel)}
+
+
 def zeroshot_scores(image_feats, class_feats, labels, base_ids, novel_ids) -> dict[str, float]:
-    """Overall top-1 (all classes compete), base, novel and their harmonic mean."""
-    base = top1(image_feats, class_feats, labels, base_ids)
-    novel = top1(image_feats, class_feats, labels, novel_ids)
-    return {"top1": top1(image_feats, class_feats, labels), "base": base, "novel": novel,
-            "hm": harmonic_mean(base, novel)}
+    """:func:`logit_scores` of image features against zero-shot class weights."""
+    return logit_scores(image_feats.float() @ class_feats.float().T, labels, base_ids, novel_ids)

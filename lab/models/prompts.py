@@ -80,7 +80,7 @@ def encode_image(visual, images: torch.Tensor, prompts: DeepPrompts | None = Non
     return pooled @ visual.proj if visual.proj is not None else pooled
 
 
-def _text_tower(model):
+def text_tower(model):
     """open_clip keeps the text tower on the CLIP itself, or under ``.text`` (CustomTextCLIP)."""
     tower = getattr(model, "text", model)
     if getattr(tower, "cls_emb", None) is not None:
@@ -90,7 +90,7 @@ def _text_tower(model):
 
 def encode_text(model, tokens: torch.Tensor, prompts: DeepPrompts | None = None) -> torch.Tensor:
     """Unnormalised text features with deep text prompts after SOS (tokens from :func:`prompt_texts`)."""
-    tower = _text_tower(model)
+    tower = text_tower(model)
     _check_depth(prompts, len(tower.transformer.resblocks))
     cast = tower.transformer.get_cast_dtype()
     x = tower.token_embedding(tokens).to(cast)
@@ -114,12 +114,18 @@ def prompt_texts(classnames, length: int) -> list[str]:
     return [" ".join([PLACEHOLDER] * length + [f"{c}."]) for c in classnames]
 
 
+def vision_prompts(visual, length: int, depth: int) -> DeepPrompts:
+    """Vision prompts for a ViT tower, ``depth`` limited to its number of blocks."""
+    return DeepPrompts(length, min(depth, len(visual.transformer.resblocks)), visual.conv1.out_channels)
+
+
 def text_prompts_from_words(clip, words: str, depth: int) -> DeepPrompts:
-    """Text prompts whose first set starts as the token embeddings of ``words`` (e.g. "a photo of a")."""
+    """Text prompts whose first set starts as the token embeddings of ``words`` (e.g. "a photo of a");
+    ``depth`` limited to the text tower's number of blocks."""
     tokens = clip.tokenize([words])[0]
     length = int(tokens.argmax()) - 1  # tokens between SOS and EOT
-    tower = _text_tower(clip.model)
-    prompts = DeepPrompts(length, depth, tower.token_embedding.weight.shape[1])
+    tower = text_tower(clip.model)
+    prompts = DeepPrompts(length, min(depth, len(tower.transformer.resblocks)), tower.token_embedding.weight.shape[1])
     with torch.no_grad():
         prompts.tokens[0].copy_(tower.token_embedding(tokens[1:1 + length].to(tower.token_embedding.weight.device)))
     return prompts

@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from lab.data.pairs import in_order
+
 
 def weights_digest(model: torch.nn.Module) -> str:
     """sha256 over the model's state dict (names, shapes, dtypes and bytes)."""
@@ -47,8 +49,9 @@ def teacher_embeddings(teacher, dataset, batch_size: int = 256) -> dict[str, tor
     """Normalised teacher embeddings of every item of a finite dataset, in index order."""
     teacher.model.eval()
     images, texts = [], []
-    for start in tqdm(range(0, len(dataset), batch_size), desc="teacher cache", unit="batch", mininterval=1.0):
-        batch = dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset)))))
+    batches = in_order(dataset, batch_size)
+    for batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc="teacher cache", unit="batch",
+                      mininterval=1.0):
         images.append(teacher.model.encode_image(teacher.image_tensor(batch.images), normalize=True).float().cpu())
         texts.append(teacher.model.encode_text(teacher.tokenize(batch.captions), normalize=True).float().cpu())
     return {"image": torch.cat(images), "text": torch.cat(texts),

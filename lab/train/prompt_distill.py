@@ -22,11 +22,11 @@ import torch.nn.functional as F
 
 from lab import runs
 from lab.config import apply_overrides, to_dict
-from lab.data.pairs import DataConfig, build_pairs, step_batches
+from lab.data.pairs import DataConfig, build_pairs, in_order, step_batches
 from lab.data.shapes import PROMPT_TEMPLATES, STYLES, label_space
 from lab.errors import LabError
 from lab.eval.suite import EvalConfig, encode_texts, evaluation_set
-from lab.eval.zeroshot import class_embeddings, zeroshot_scores
+from lab.eval.zeroshot import class_embeddings, logit_scores
 from lab.losses import prompt_kd as K
 from lab.models import prompts as P
 from lab.models import zoo
@@ -41,7 +41,7 @@ class StageOneConfig:
 
     shots: int = 16
     length: int = 4
-    depth: int = 9  # clipped to each tower's number of blocks
+    depth: int = 9  # at most each tower's number of blocks
     init_words: str = "a photo of a"
     steps: int = 150
     batch_size: int = 64
@@ -86,11 +86,8 @@ class PromptedTeacher(nn.Module):
     def __init__(self, clip, cfg: StageOneConfig):
         super().__init__()
         self.clip = _frozen(clip)
-        visual = clip.model.visual
-        self.vision = P.DeepPrompts(cfg.length, min(cfg.depth, len(visual.transformer.resblocks)),
-                                    visual.conv1.out_channels)
-        text_blocks = len(P._text_tower(clip.model).transformer.resblocks)
-        self.text = P.text_prompts_from_words(clip, cfg.init_words, min(cfg.depth, text_blocks))
+        self.vision = P.vision_prompts(clip.model.visual, cfg.length, cfg.depth)
+        self.text = P.text_prompts_from_words(clip, cfg.init_words, cfg.depth)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(P.encode_image(self.clip.model.visual, images, self.vision), dim=-1)
@@ -132,9 +129,7 @@ class Student(nn.Module):
     def __init__(self, clip, teacher_dim: int, cfg: PromptDistillConfig):
         super().__init__()
         self.clip = _frozen(clip)
-        visual = clip.model.visual
-        self.prompts = P.DeepPrompts(cfg.prompt_length, min(cfg.prompt_depth, len(visual.transformer.resblocks)),
-                                     visual.conv1.out_channels)
+        self.prompts = P.vision_prompts(clip.model.visual, cfg.prompt_length, cfg.prompt_depth)
         self.projector = K.Projector(clip.embed_dim, teacher_dim)
         self.edu = K.EduAttention(teacher_dim, cfg.edu_variant) if cfg.method == "comkd" and cfg.use_edu else None
 
@@ -164,9 +159,7 @@ def _scores(logits_fn, batch, image_tensor, space, device, batch_size=512) -> di
     for s, style in enumerate(STYLES):
         keep = torch.as_tensor(batch.factors["style"] == s)
         if keep.any():
-            # zeroshot_scores takes features and class weights; logits against the identity do the same job
-            scores = zeroshot_scores(logits[keep], torch.eye(space.num_classes), labels[keep],
-                                     space.base_ids, space.novel_ids)
+            scores = logit_scores(logits[keep], labels[keep], space.base_ids, space.novel_ids)
             out.update({f"{style}/{k}": v for k, v in scores.items()})
     return out
 
@@ -195,9 +188,8 @@ def prompt_distill(cfg: PromptDistillConfig, run_id: str, runs_dir: str | Path =
     student = Student(student_clip, teacher_clip.embed_dim, cfg).to(device)
     unlabelled = build_pairs(cfg.data)
     with torch.no_grad():  # the tuned teacher is frozen: its features of the fixed set are computed once
-        u_t_all = torch.cat([teacher.image_features(teacher_clip.image_tensor(
-            unlabelled.__getitems__(list(range(i, min(i + 512, len(unlabelled))))).images).to(device))
-            for i in range(0, len(unlabelled), 512)])
+        u_t_all = torch.cat([teacher.image_features(teacher_clip.image_tensor(batch.images).to(device))
+                             for batch in in_order(unlabelled, 512)])
 
     def step_fn(batch):
         index = torch.as_tensor(batch.factors["index"], device=device)
