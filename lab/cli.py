@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", default="paper", choices=["paper", "official"], help="paper or official reading")
     _add_run_args(p)
 
-    p = sub.add_parser("promptkd", help="prompt distillation (PromptKD, ComKD-CLIP), base-to-novel on ShapesWorld")
-    p.add_argument("--method", default="comkd", choices=["promptkd", "comkd"])
+    p = sub.add_parser("promptkd", help="prompt distillation (PromptKD, ComKD-CLIP) on ShapesWorld")
+    p.add_argument("--method", default="comkd", help="promptkd, comkd or am")
+    p.add_argument("--protocol", default="base2novel", help="base2novel, cross or domain")
     _add_run_args(p)
 
     p = sub.add_parser("eval", help="evaluate a run, checkpoint or model spec on the ShapesWorld test set")
@@ -60,18 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="eval config overrides, e.g. per_style=256")
 
     p = sub.add_parser("sweep", help="train a named ablation grid over seeds (resumable) and write its tables")
-    p.add_argument("--grid", required=True, help="clipkd, cliprd or demo")
+    p.add_argument("--grid", required=True, help="clipkd, cliprd, comkd or demo")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0 … K-1 (default 1)")
     p.add_argument("--fast", action="store_true", help="seconds-long runs (tests and smoke checks; numbers meaningless)")
     p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every run")
 
     p = sub.add_parser("bench", help="time a training step per loss term (cached and online teacher) vs no KD")
-    p.add_argument("--terms", default="", help="terms or recipes to time, e.g. fd,gd,clipkd (default: all)")
+    p.add_argument("--terms", default="", help="terms or recipes to time, e.g. fd,gd,clipkd,mfd(both) (default: all)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is kept")
     p.add_argument("--steps", type=int, default=3, help="steps per configuration and round")
     p.add_argument("--device", default="auto")
+    p.add_argument("--student", default="shapes-student", help="student model spec (real scale: ViT-B-16)")
+    p.add_argument("--teacher", default="shipped", help="teacher model spec (real scale: ViT-L-14)")
+    p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast)")
+    p.add_argument("--prompt", action="store_true",
+                   help="time the prompt-distillation stage-2 step (PromptKD, ComKD-CLIP) instead")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     sub.add_parser("presets", help="list the pretraining presets and model presets")
@@ -121,13 +127,14 @@ def _cmd_promptkd(args) -> int:
     from lab.config import apply_overrides
     from lab.train.prompt_distill import default_config, prompt_distill
 
-    cfg = apply_overrides(default_config({"method": args.method}), args.overrides)
-    run_id = _run_id(args, args.method, cfg.train.seed)
+    cfg = apply_overrides(default_config({"method": args.method, "protocol": args.protocol}), args.overrides)
+    run_id = _run_id(args, f"{args.method}-{args.protocol}", cfg.train.seed)
     path = prompt_distill(cfg, run_id, args.runs_dir, overwrite=args.overwrite)
     summary = json.loads((path / "summary.json").read_text())
-    print(f"run written to {path}")
-    for who in ("teacher", "student_zeroshot", "student"):
-        print(f"{who:<17}" + "  ".join(f"{k} {summary[f'{who}/{k}']:.1f}" for k in ("base", "novel", "hm")))
+    print(f"run written to {path}\n{summary['protocol']}")
+    keys = {"base2novel": ("base", "novel", "hm"), "cross": ("top1",), "domain": ("top1", "target_top1")}[cfg.protocol]
+    for who in ("teacher_zeroshot", "teacher", "student_zeroshot", "student"):
+        print(f"{who:<17}" + "  ".join(f"{k} {summary[f'{who}/{k}']:.1f}" for k in keys))
     return 0
 
 
@@ -160,22 +167,29 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from lab.bench import format_costs, step_costs
+    from lab.bench import MFD_BOTH, format_costs, prompt_step_costs, step_costs
     from lab.losses.objective import RECIPES, parse_terms
     from lab.runs import machine_description
 
     names = [n.strip() for n in args.terms.split(",") if n.strip()]
     for name in names:
-        if name not in RECIPES:
+        if name not in RECIPES and name != MFD_BOTH:
             parse_terms(name)  # unknown names fail with the valid list
-    costs = step_costs(names or None, args.batch_size, args.rounds, args.steps, args.device,
-                       progress=lambda msg: print(msg, file=sys.stderr))
+    progress = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if args.prompt:
+        costs = prompt_step_costs(args.batch_size, args.rounds, args.steps, args.device, progress)
+        setting = "prompt distillation stage 2 vs the prompted student without KD"
+    else:
+        costs = step_costs(names or None, args.batch_size, args.rounds, args.steps, args.device, progress,
+                           student=args.student, teacher=args.teacher, precision=args.precision)
+        setting = f"{args.teacher} -> {args.student}, {args.precision}"
     device = machine_description()
     if args.json:
-        print(json.dumps({"batch_size": args.batch_size, "device": device,
+        print(json.dumps({"batch_size": args.batch_size, "device": device, "teacher": args.teacher,
+                          "student": args.student, "precision": args.precision,
                           "step_costs": [c.as_dict() for c in costs]}, indent=2))
     else:
-        print(format_costs(costs, args.batch_size, device))
+        print(format_costs(costs, args.batch_size, device, setting))
     return 0
 
 

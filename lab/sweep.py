@@ -26,21 +26,62 @@ TABLES_DIR = "_tables"
 
 @dataclass(frozen=True)
 class Row:
-    """One row of a grid: the no-KD student (``loss=""``) or a distillation objective."""
+    """One row of a grid: the no-KD student (``loss=""``) or a distillation objective (plus distill settings)."""
 
     label: str
     loss: str = ""
+    settings: tuple[str, ...] = ()
+    tag: str = ""  # tells apart rows of one objective with different settings
 
     @property
     def slug(self) -> str:
-        return f"kd-{self.loss}" if self.loss else "nokd"
+        return (f"kd-{self.loss}" + (f"-{self.tag}" if self.tag else "")) if self.loss else "nokd"
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One row of a prompt-distillation grid: ``prompt_distill`` settings (method, protocol, switches)."""
+
+    label: str
+    name: str
+    settings: tuple[str, ...]
+
+    @property
+    def slug(self) -> str:
+        return f"pkd-{self.name}"
 
 
 NO_KD = Row("no KD (task only)")
 CLIPKD = Row("FD+ICL+CRD (CLIP-KD)", "crd+icl+fd")
-GRIDS: dict[str, list[Row]] = {
+
+
+def _comkd_grid() -> list[PromptRow]:
+    """ComKD-CLIP's comparisons and ablations (its Tables 2–6) under each protocol."""
+    b2n = ("protocol=base2novel",)
+    rows = [PromptRow("PromptKD", "promptkd-b2n", (*b2n, "method=promptkd")),
+            PromptRow("ComKD-CLIP", "comkd-b2n", (*b2n, "method=comkd")),
+            PromptRow("ComKD w/o IFAlign", "comkd-no-ifalign-b2n", (*b2n, "method=comkd", "use_ifalign=false")),
+            PromptRow("ComKD w/o EduAttention", "comkd-no-edu-b2n", (*b2n, "method=comkd", "use_edu=false")),
+            PromptRow("ComKD, IFAlign mean only", "comkd-mean-b2n", (*b2n, "method=comkd", "align_variance=false")),
+            PromptRow("ComKD, IFAlign variance only", "comkd-var-b2n", (*b2n, "method=comkd", "align_mean=false")),
+            PromptRow("ComKD, MSE refinement", "comkd-mse-b2n", (*b2n, "method=comkd", "refine=mse")),
+            PromptRow("ComKD, L1 refinement", "comkd-l1-b2n", (*b2n, "method=comkd", "refine=l1")),
+            PromptRow("ComKD, EduAttention text_query", "comkd-textq-b2n",
+                      (*b2n, "method=comkd", "edu_variant=text_query")),
+            PromptRow("TinyCLIP affinity mimicking", "am-b2n", (*b2n, "method=am"))]
+    for target in ("colour_shape", "shape", "colour", "size"):
+        rows += [PromptRow(f"{m} cross colour_shape→{target}", f"{m}-cross-{target}",
+                           ("protocol=cross", f"method={m}", f"label_space={target}")) for m in ("promptkd", "comkd")]
+    rows += [PromptRow(f"{m} domain plain→other styles", f"{m}-domain", ("protocol=domain", f"method={m}"))
+             for m in ("promptkd", "comkd")]
+    return rows
+
+
+GRIDS: dict[str, list] = {
     # The analogue of CLIP-KD Table 1 plus its baselines.
-    "clipkd": [NO_KD, Row("CRD", "crd"), Row("FD", "fd"), Row("MFD", "mfd"), Row("GD", "gd"), Row("ICL", "icl"),
+    "clipkd": [NO_KD, Row("CRD", "crd"), Row("FD", "fd"), Row("MFD", "mfd"),
+               Row("MFD, full image + second masked forward", "mfd", ("mfd_input=both",), "both"),
+               Row("GD", "gd"), Row("ICL", "icl"),
                Row("AFD", "afd"), Row("FD+ICL", "fd+icl"), CLIPKD,
                Row("CLIP-KD +GD", "crd+icl+fd+gd"), Row("CLIP-KD +AFD", "crd+icl+fd+afd"),
                Row("TinyCLIP affinity mimicking", "am"), Row("Hinton KD (class logits)", "kd")],
@@ -50,10 +91,14 @@ GRIDS: dict[str, list[Row]] = {
                Row("CLIP-RD (CLIP-KD +VRD +XRD)", "crd+icl+fd+vrd+xrd")],
     # What `make demo` trains (seed 0): the reference student and the published CLIP-KD recipe.
     "demo": [NO_KD, CLIPKD],
+    # PromptKD vs ComKD-CLIP and ComKD's ablations, under the three protocols.
+    "comkd": _comkd_grid(),
 }
 # A minutes-long version of every row for tests and smoke checks (numbers meaningless).
 FAST = ["data.size=512", "train.steps=12", "train.batch_size=64", "train.warmup=2", "train.eval_every=0",
         "train.log_every=4", "eval.per_style=64"]
+FAST_PROMPT = ["stage1.steps=4", "stage1.shots=2", "stage1.batch_size=32", "train.steps=6", "train.batch_size=32",
+               "train.warmup=1", "train.log_every=3", "data.size=128", "eval.per_style=32"]
 
 
 def run_id(row: Row, seed: int, fast: bool = False) -> str:
@@ -75,9 +120,18 @@ def train_row(row: Row, seed: int, runs_dir: Path, fast: bool, overrides: Sequen
     path = runs_dir / rid
     if runs.read_run(path).complete:
         return path
+    if isinstance(row, PromptRow):
+        from lab.train.prompt_distill import default_config as prompt_config, prompt_distill
+
+        settings = [*row.settings, f"train.seed={seed}", *(FAST_PROMPT if fast else []), *overrides]
+        if fast:  # the fast no-KD run of the same seed stands in for the student
+            settings.append(f"student={train_row(NO_KD, seed, runs_dir, fast)}")
+        prompt_distill(prompt_config(settings), rid, runs_dir, overwrite=path.exists())
+        return path
     settings = [f"train.seed={seed}", *(FAST if fast else []), *overrides]
     if row.loss:
-        distill(default_config([f"loss={row.loss}", *settings]), rid, runs_dir, overwrite=path.exists())
+        distill(default_config([f"loss={row.loss}", *row.settings, *settings]), rid, runs_dir,
+                overwrite=path.exists())
     else:
         pretrain(preset_config("student", settings), rid, runs_dir, overwrite=path.exists())
     return path
@@ -173,22 +227,69 @@ def markdown_table(records: list[dict], teacher: float | None) -> str:
     return "\n".join(lines) + "\n" + note + "\n"
 
 
-def csv_table(records: list[dict]) -> str:
+def csv_table(records: list[dict], columns: Sequence[str] = COLUMNS[3:]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["row", "loss", "seeds"] + [f"{c}_{s}" for c in COLUMNS[3:] for s in ("mean", "std")])
+    writer.writerow(["row", "loss", "seeds"] + [f"{c}_{s}" for c in columns for s in ("mean", "std")])
     for r in records:
         writer.writerow([r["row"], r["loss"], " ".join(map(str, r["seeds"]))]
-                        + [f"{v:.6g}" for c in COLUMNS[3:] for v in r[c]])
+                        + [f"{v:.6g}" for c in columns for v in r[c]])
     return out.getvalue()
 
 
+# Prompt-distillation grids: each run's headline (HM, target top-1 …) is named in its summary.
+PROMPT_COLUMNS = ("score", "base", "novel", "student_zeroshot", "teacher", "teacher_zeroshot", "alpha", "wall_time_s")
+
+
+def collect_prompt(grid: str, seeds: int, runs_dir: str | Path = "runs", fast: bool = False) -> list[dict]:
+    """One record per prompt row: the protocol's headline for the student and its references, mean ± std."""
+    records = []
+    for row in grid_rows(grid):
+        per_seed: dict[str, list] = {k: [] for k in PROMPT_COLUMNS}
+        found, headline, protocol = [], "", ""
+        for seed in range(seeds):
+            run = runs.read_run(Path(runs_dir) / run_id(row, seed, fast))
+            if not run.complete:
+                continue
+            found.append(seed)
+            summary, headline, protocol = run.summary, run.summary["headline"], run.summary["protocol"]
+            values = {"score": summary[headline], "base": summary["base"], "novel": summary["novel"],
+                      "alpha": summary.get("alpha"), "wall_time_s": summary.get("wall_time_s"),
+                      **{who: summary[f"{who}/{headline}"] for who in ("student_zeroshot", "teacher",
+                                                                      "teacher_zeroshot")}}
+            for column in PROMPT_COLUMNS:
+                per_seed[column].append(values[column])
+        records.append({"row": row.label, "loss": row.name, "seeds": found, "headline": headline,
+                        "protocol": protocol.split(" ")[0], "per_seed": per_seed,
+                        **{c: mean_std(v) for c, v in per_seed.items()}})
+    return records
+
+
+def prompt_markdown_table(records: list[dict]) -> str:
+    lines = ["| row | protocol | seeds | student | metric | base | novel | student zero-shot | tuned teacher "
+             "| teacher zero-shot | α | wall s |", "|" + "---|" * 12]
+    for r in records:
+        lines.append("| " + " | ".join([
+            r["row"], r["protocol"], ",".join(map(str, r["seeds"])) or "none", _fmt(r["score"]), r["headline"],
+            _fmt(r["base"]), _fmt(r["novel"]), _fmt(r["student_zeroshot"]), _fmt(r["teacher"]),
+            _fmt(r["teacher_zeroshot"]), _fmt(r["alpha"], 3), _fmt(r["wall_time_s"], 0)]) + " |")
+    note = ("\nMean ± std over seeds, last step (%). metric: hm = base-to-novel HM on the plain style; top1 = "
+            "top-1 on the target label space (plain style); target_top1 = mean top-1 over the styles the teacher "
+            "and student never saw. base/novel: plain style (domain: the source style).")
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
 def write_tables(grid: str, seeds: int, runs_dir: str | Path = "runs", fast: bool = False) -> Path:
-    records = collect(grid, seeds, runs_dir, fast)
     name = f"{'fast-' if fast else ''}{grid}"
     folder = Path(runs_dir) / TABLES_DIR
-    markdown = f"## {name} ({seeds} seed{'s' if seeds > 1 else ''})\n\n" + \
-        markdown_table(records, teacher_hm(grid, seeds, runs_dir, fast))
+    title = f"## {name} ({seeds} seed{'s' if seeds > 1 else ''})\n\n"
+    if isinstance(grid_rows(grid)[0], PromptRow):
+        records = collect_prompt(grid, seeds, runs_dir, fast)
+        markdown, columns = title + prompt_markdown_table(records), PROMPT_COLUMNS
+    else:
+        records = collect(grid, seeds, runs_dir, fast)
+        markdown = title + markdown_table(records, teacher_hm(grid, seeds, runs_dir, fast))
+        columns = COLUMNS[3:]
     runs.atomic_write_bytes(folder / f"{name}.md", markdown.encode())
-    runs.atomic_write_bytes(folder / f"{name}.csv", csv_table(records).encode())
+    runs.atomic_write_bytes(folder / f"{name}.csv", csv_table(records, columns).encode())
     return folder / f"{name}.md"

@@ -2,7 +2,7 @@
 
 import json
 
-from lab.bench import StepCost, step_costs
+from lab.bench import budget_of, prompt_step_costs, step_costs
 from lab.cli import main
 
 
@@ -14,9 +14,8 @@ def test_step_costs_cover_the_asked_terms():
 
 
 def test_budgets_follow_the_issue():
-    assert StepCost("fd", 1, 1, 1).budget == 1.15
-    assert StepCost("gd", 1, 1, 1).budget == 1.5
-    assert StepCost("crd+icl+fd+gd", 1, 1, 1).budget == 1.5
+    assert budget_of("fd") == budget_of("mfd(both)") == 1.15
+    assert budget_of("gd") == budget_of("crd+icl+fd+gd") == 1.5
 
 
 def test_cli_bench_json_and_unknown_term(capsys):
@@ -25,3 +24,18 @@ def test_cli_bench_json_and_unknown_term(capsys):
     assert report["step_costs"][0]["name"] == "icl" and report["step_costs"][0]["cached_ratio"] > 0
     assert main(["bench", "--terms", "icx"]) == 2
     assert "Unknown loss term 'icx'" in capsys.readouterr().err
+
+
+def test_other_models_bf16_and_mfd_both(capsys):
+    costs = step_costs(["mfd(both)"], batch_size=8, rounds=1, steps=1, progress=lambda msg: None,
+                       teacher="shapes-teacher", precision="bf16")
+    assert costs[0].budget == 1.15 and costs[0].cached_s > 0
+    assert main(["bench", "--terms", "fd", "--precision", "fp8"]) == 2
+    assert "Unknown precision 'fp8'; choose one of: fp32, bf16." in capsys.readouterr().err
+
+
+def test_prompt_step_costs_time_every_method_against_one_reference():
+    costs = prompt_step_costs(batch_size=8, rounds=1, steps=1, progress=lambda msg: None)
+    assert [c.name for c in costs] == ["promptkd", "comkd", "comkd(text_query)", "am"]
+    assert all(c.budget == 1.2 and c.cached_s > 0 and c.online_s > 0 for c in costs)
+    assert len({c.nokd_s for c in costs}) == 1

@@ -93,12 +93,35 @@ def test_same_seed_same_distillation_metrics(runs_dir):
     (["loss=crd+fdd"], "Unknown loss term 'fdd'"),
     (["loss=fd", "weights=icl=1"], "A weight is given for 'icl'"),
     (["teacher_mode=live"], "Unknown teacher_mode 'live'"),
+    (["loss=mfd", "mfd_input=full"], "Unknown mfd_input 'full'"),
     (["teacher_mode=cache", "data.size=0"], "The teacher cache needs a fixed dataset"),
 ])
 def test_distill_config_mistakes(overrides, message, runs_dir):
     with pytest.raises(LabError, match=message):
         distill(default_config([*TINY, *overrides]), "bad", runs_dir)
     assert not (runs_dir / "bad").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("mfd_input", ["masked", "both"])
+def test_mfd_input_decides_what_the_other_terms_see(mfd_input):
+    from lab.data.pairs import DataConfig, build_pairs, to_tensors
+    from lab.losses.objective import Objective
+    from lab.train.distill import DistillStep
+
+    teacher, student = zoo.shipped_teacher(), zoo.load("shapes-student")
+    objective = Objective("mfd", student.embed_dim, teacher.embed_dim)
+    seen = []
+    objective.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    batch = build_pairs(DataConfig(size=8)).__getitems__(list(range(8)))
+    DistillStep(student, teacher, objective, mfd_input=mfd_input)(batch)
+    e = seen[0]
+    with torch.no_grad():
+        full = student.model.encode_image(to_tensors(batch, student)[0])
+    assert not torch.allclose(e.masked_image_raw, full, atol=1e-4)  # the masking is real
+    if mfd_input == "masked":  # one forward: every term reads the masked image's embedding
+        assert e.image_raw is e.masked_image_raw
+    else:
+        assert torch.allclose(e.image_raw, full, atol=1e-5)
 
 
 def test_teacher_checkpoint_of_another_architecture_is_refused(tmp_path):
@@ -135,6 +158,17 @@ def test_sweep_resumes_and_tabulates(demo_runs, capsys):
     captured = capsys.readouterr()
     assert "4 of 4 runs finished earlier" in captured.out + captured.err
     assert [r.run_id for r in runs.list_runs(demo_runs)] == sorted(p.parent.name for p in mtimes)
+
+
+def test_fast_comkd_grid_has_every_row(tmp_path):
+    """Every PromptKD / ComKD-CLIP row under each protocol, on seconds-long settings, with its headline."""
+    from lab.sweep import GRIDS
+
+    text = sweep("comkd", seeds=1, runs_dir=tmp_path, fast=True).read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+    assert [r.split(" | ")[0][2:] for r in rows] == [row.label for row in GRIDS["comkd"]]
+    assert all(" | 0 | " in r for r in rows)
+    assert {r.split(" | ")[4] for r in rows} == {"hm", "top1", "target_top1"}
 
 
 def test_unknown_grid_lists_the_grids():

@@ -26,6 +26,14 @@ def test_presets_are_real_open_clip_models(student):
     assert feats.shape == (2, student.embed_dim)
 
 
+def test_images_of_another_size_are_resized_to_the_model_input(student):
+    images = torch.full((2, 64, 64, 3), 255, dtype=torch.uint8)
+    x = student.image_tensor(images)
+    assert x.shape == (2, 3, 32, 32)
+    white = student.image_tensor(torch.full((1, 32, 32, 3), 255, dtype=torch.uint8))
+    assert torch.allclose(x[0], white[0], atol=1e-5)  # resizing a flat image changes no value
+
+
 def test_weights_round_trip(student, tmp_path):
     path = zoo.save_weights(student, tmp_path / "s.safetensors")
     again = zoo.load(str(path))

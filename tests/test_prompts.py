@@ -25,6 +25,14 @@ def test_prompts_off_equal_open_clip(clip):
         assert torch.allclose(P.encode_text(clip.model, tokens), clip.model.encode_text(tokens), atol=1e-5)
 
 
+def test_trimmed_padding_changes_no_text_feature(clip):
+    tokens = clip.tokenize(["a photo of a red circle.", "a blue star"])
+    trimmed = P.trim_padding(clip.model, tokens)
+    assert trimmed.shape[1] == int(tokens.argmax(dim=-1).max()) + 1 < tokens.shape[1]
+    with torch.no_grad():
+        assert torch.allclose(P.encode_text(clip.model, trimmed), clip.model.encode_text(tokens), atol=1e-5)
+
+
 def test_only_prompts_receive_gradients(clip):
     clip.model.requires_grad_(False)
     visual = P.DeepPrompts(4, 2, clip.model.visual.conv1.out_channels)

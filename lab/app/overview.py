@@ -18,8 +18,11 @@ def runs_table(found: list[runs.Run]) -> pd.DataFrame:
         if not run.complete:
             continue
         cfg = run.config.get("config", {})
+        objective = run.summary.get("formula", "L = task")
+        if run.kind == "promptkd":
+            objective = f"{cfg.get('method')}, {cfg.get('protocol', 'base2novel')} protocol"
         row = {"run": run.run_id, "kind": run.kind, "model": cfg.get("model") or cfg.get("student", ""),
-               "objective": run.summary.get("formula", "L = task"), "seed": run.config.get("seed")}
+               "objective": objective, "seed": run.config.get("seed")}
         row.update({k: run.summary.get(k) for k in KEY_METRICS})
         rows.append(row)
     return pd.DataFrame(rows)

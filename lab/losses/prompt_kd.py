@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 LOGIT_SCALE = 100.0
 EDU_VARIANTS = ("img_query", "text_query")
+REFINEMENTS = ("kl", "mse", "l1")
 
 
 def promptkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
@@ -35,6 +36,23 @@ def promptkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
     if variant == "paper":
         return temperature ** 2 * F.kl_div(log_p_s, p_t, reduction="batchmean")
     return weight * temperature ** 2 * F.kl_div(log_p_s, p_t, reduction="sum") / student_logits.numel()
+
+
+def refinement_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str = "kl",
+                    temperature: float = 1.0, weight: float = 1000.0, kl_variant: str = "official") -> torch.Tensor:
+    """ComKD-CLIP's refinement of the student's (EduAttention) logits towards the teacher's (§3.4, Table 6).
+
+        kl:  :func:`promptkd_loss`            (the paper's choice)
+        mse: mean_{b,c} (q_s − q_t)²          l1: mean_{b,c} |q_s − q_t|
+
+    on ``100·cos`` logits, the teacher detached; ``weight`` and ``kl_variant`` apply to KL only.
+    """
+    if kind not in REFINEMENTS:
+        raise ValueError(f"Unknown refinement '{kind}'; choose one of: {', '.join(REFINEMENTS)}.")
+    if kind == "kl":
+        return promptkd_loss(student_logits, teacher_logits, temperature, weight, kl_variant)
+    distance = F.mse_loss if kind == "mse" else F.l1_loss
+    return distance(student_logits, teacher_logits.detach())
 
 
 def ifalign_loss(student: torch.Tensor, teacher: torch.Tensor, mean: bool = True, variance: bool = True) -> torch.Tensor:
@@ -93,8 +111,24 @@ class EduAttention(nn.Module):
         if self.variant == "img_query":
             attention = torch.softmax(self.q(z) @ self.k(classes).T * self.scale, dim=-1)
             return z + self.alpha * attention @ self.v(classes)
-        attention = torch.softmax(self.k(z) @ self.q(classes).T * self.scale, dim=-1)
-        return z[:, None] + self.alpha * attention[..., None] * self.v(z)[:, None]
+        return z[:, None] + self.alpha * self._text_attention(z, classes)[..., None] * self.v(z)[:, None]
+
+    def _text_attention(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.k(z) @ self.q(classes).T * self.scale, dim=-1)
+
+    def logits(self, z: torch.Tensor, classes: torch.Tensor, scale: float = LOGIT_SCALE) -> torch.Tensor:
+        """``class_logits(self(z, classes), classes)``; for ``text_query`` without building the (B, C, D) features.
+
+        With a = α·attention (B, C) and v = FC_v(z): f_e[b,c]·w_c = z_b·w_c + a_bc v_b·w_c and
+        ‖f_e[b,c]‖² = ‖z_b‖² + 2 a_bc z_b·v_b + a_bc² ‖v_b‖², all (B, C) or (B, 1) products.
+        """
+        if self.variant == "img_query":
+            return class_logits(self(z, classes), classes, scale)
+        a, v = self.alpha * self._text_attention(z, classes), self.v(z)
+        dot = z @ classes.T + a * (v @ classes.T)
+        squared_norm = ((z * z).sum(-1, keepdim=True) + 2 * a * (z * v).sum(-1, keepdim=True)
+                        + a * a * (v * v).sum(-1, keepdim=True))
+        return scale * dot / squared_norm.clamp_min(0).sqrt().clamp_min(1e-12)
 
 
 def class_logits(features: torch.Tensor, classes: torch.Tensor, scale: float = LOGIT_SCALE) -> torch.Tensor:

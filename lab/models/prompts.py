@@ -97,8 +97,10 @@ def encode_text(model, tokens: torch.Tensor, prompts: DeepPrompts | None = None)
     if prompts is not None:
         n = prompts.length
         x = torch.cat([x[:, :1], prompts.at(0, x.shape[0]).to(cast), x[:, 1 + n:]], dim=1)
-    x = x + tower.positional_embedding[:x.shape[1]].to(cast)
-    x = _run_blocks(tower.transformer, x, prompts, start=1, attn_mask=tower.attn_mask)
+    length = x.shape[1]
+    x = x + tower.positional_embedding[:length].to(cast)
+    mask = tower.attn_mask[:length, :length] if tower.attn_mask is not None else None
+    x = _run_blocks(tower.transformer, x, prompts, start=1, attn_mask=mask)
     x = tower.ln_final(x)
     pool_type = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
     eos = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
@@ -107,6 +109,21 @@ def encode_text(model, tokens: torch.Tensor, prompts: DeepPrompts | None = None)
     if projection is None:
         return x
     return projection(x) if isinstance(projection, nn.Linear) else x @ projection
+
+
+def trim_padding(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Drop the padding columns after the longest text's EOT, when that cannot change :func:`encode_text`.
+
+    With a causal mask and EOT (argmax) pooling no token attends to later positions,
+    so the padding never reaches the pooled feature. Short class prompts ("a photo of
+    a red circle.") then cost a fraction of a full-context forward. Other towers get
+    their tokens back unchanged.
+    """
+    tower = text_tower(model)
+    pool_type = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
+    if getattr(tower, "attn_mask", None) is None or pool_type != "argmax" or tokens.shape[0] == 0:
+        return tokens
+    return tokens[:, :int(tokens.argmax(dim=-1).max()) + 1]
 
 
 def prompt_texts(classnames, length: int) -> list[str]:

@@ -55,8 +55,16 @@ class ClipModel:
         return next(self.model.parameters()).device
 
     def image_tensor(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """uint8 images (N, H, W, 3) -> normalised float tensor (N, 3, H, W) on the model's device."""
+        """uint8 images (N, H, W, 3) -> normalised float tensor (N, 3, S, S) on the model's device.
+
+        Images of another size are resized (bilinear, antialiased) to the model's input size S,
+        so a teacher and a student with different input sizes can read the same batch.
+        """
         x = torch.as_tensor(images, device=self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        size = self.image_size
+        if x.shape[-2:] != (size, size):
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                                align_corners=False).clamp_(0.0, 1.0)
         cfg = self.model.visual.preprocess_cfg
         mean = torch.tensor(cfg["mean"], device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(cfg["std"], device=x.device).view(1, 3, 1, 1)

@@ -26,11 +26,16 @@ from lab.eval.suite import Embedded, EvalConfig, encode_texts, evaluate, evaluat
 from lab.losses.functional import clip_loss, masked_encode_image
 from lab.losses.objective import Embeddings, Objective
 from lab.models import zoo
+from lab.models.prompts import encode_text, trim_padding
 from lab.train.cache import TeacherCache
 from lab.train.loop import Trainer, TrainConfig, resolve_device, rng_states, seed_everything
 from lab.train.pretrain import PRESETS, clamp_logit_scale
 
 TEACHER_MODES = ("cache", "online")
+# What the student's image tower sees when MFD is on: "masked" — only the masked image, one
+# forward whose embedding every term uses (CLIP-KD §3.2.3; the official code's single call with
+# mask_ratio); "both" — the full image for the other terms plus a second, masked forward for MFD.
+MFD_INPUTS = ("masked", "both")
 
 
 @dataclass
@@ -43,6 +48,7 @@ class DistillConfig:
     weights: str = ""
     variant: str = "paper"
     mask_ratio: float = 0.5
+    mfd_input: str = "masked"
     teacher_mode: str = "cache"
     cache_dir: str = ""  # default: <runs_dir>/.cache/teacher
     data: DataConfig = field(default_factory=DataConfig)
@@ -56,7 +62,12 @@ def default_config(overrides: list[str] | dict | None = None) -> DistillConfig:
     return apply_overrides(apply_overrides(DistillConfig(), budget), overrides)
 
 
-def _load_teacher(spec: str, device: str):
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise LabError(f"Unknown {key} '{value}'; choose one of: {', '.join(choices)}.")
+
+
+def load_teacher(spec: str, device: str):
     teacher = zoo.shipped_teacher(device) if spec == "shipped" else zoo.load(spec, device=device)
     teacher.model.eval().requires_grad_(False)
     return teacher
@@ -69,14 +80,15 @@ class DistillStep:
     """
 
     def __init__(self, student, teacher, objective: Objective, cached: dict | None = None,
-                 mask_ratio: float = 0.5, classnames=(), seed: int = 0):
+                 mask_ratio: float = 0.5, classnames=(), seed: int = 0, mfd_input: str = "masked"):
+        _check_choice("mfd_input", mfd_input, MFD_INPUTS)
         self.student, self.teacher, self.objective, self.cached = student, teacher, objective, cached
-        self.mask_ratio = mask_ratio
+        self.mask_ratio, self.mfd_input = mask_ratio, mfd_input
         self.device = next(student.model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         if objective.needs_class_texts:  # Hinton KD: both models' zero-shot class weights, one prompt each
             prompts = [PROMPT_TEMPLATES[0].format(c) for c in classnames]
-            self.class_tokens = student.tokenize(prompts).to(self.device)
+            self.class_tokens = trim_padding(student.model, student.tokenize(prompts).to(self.device))
             self.teacher_classes = encode_texts(teacher, prompts).to(self.device)
 
     def teacher_outputs(self, batch, images):
@@ -93,26 +105,29 @@ class DistillStep:
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         model, objective = self.student.model, self.objective
         images, tokens = to_tensors(batch, self.student)
-        image_raw, text_raw, scale = model.encode_image(images), model.encode_text(tokens), model.logit_scale.exp()
+        masked_raw = None
+        if objective.needs_masked_images:
+            masked_raw = masked_encode_image(model.visual, images, self.mask_ratio, self.generator)
+        only_masked = masked_raw is not None and self.mfd_input == "masked"
+        image_raw = masked_raw if only_masked else model.encode_image(images)
+        text_raw, scale = model.encode_text(tokens), model.logit_scale.exp()
         if not objective.names:
             return {"task": clip_loss(F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1), scale)}
-        e = Embeddings(image_raw, text_raw, scale, *self.teacher_outputs(batch, images))
-        if objective.needs_masked_images:
-            e.masked_image_raw = masked_encode_image(model.visual, images, self.mask_ratio, self.generator)
+        e = Embeddings(image_raw, text_raw, scale, *self.teacher_outputs(batch, images), masked_image_raw=masked_raw)
         if objective.needs_class_texts:
-            e.class_text_raw, e.teacher_class_text = model.encode_text(self.class_tokens), self.teacher_classes
+            e.class_text_raw, e.teacher_class_text = encode_text(model, self.class_tokens), self.teacher_classes
         return objective(e)
 
 
 def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", overwrite: bool = False) -> Path:
     """Distil, evaluate and write a run directory; returns its path."""
-    if cfg.teacher_mode not in TEACHER_MODES:
-        raise LabError(f"Unknown teacher_mode '{cfg.teacher_mode}'; choose one of: {', '.join(TEACHER_MODES)}.")
+    _check_choice("teacher_mode", cfg.teacher_mode, TEACHER_MODES)
+    _check_choice("mfd_input", cfg.mfd_input, MFD_INPUTS)
     device = resolve_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
-    teacher = _load_teacher(cfg.teacher, str(device))
+    teacher = load_teacher(cfg.teacher, str(device))
     student = zoo.load(cfg.student, device=str(device))
     objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant).to(device)
     dataset = build_pairs(cfg.data)
@@ -132,7 +147,8 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     params = list(student.model.named_parameters()) + [(f"objective.{n}", p) for n, p in objective.named_parameters()]
     trainer = Trainer(params, cfg.train, writer.log, desc=f"distill {run_id}")
     classnames = label_space(cfg.eval.label_space).classnames
-    step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed)
+    step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed,
+                          cfg.mfd_input)
 
     def after_step():
         clamp_logit_scale(student.model)
