@@ -94,6 +94,54 @@ GRIDS: dict[str, list] = {
     # PromptKD vs ComKD-CLIP and ComKD's ablations, under the three protocols.
     "comkd": _comkd_grid(),
 }
+# The papers' published number beside a row (lab.papers; sources in data/papers/SOURCES.md): the authors'
+# result on real data, shown in its own labelled column and never mixed into the lab's columns.
+_CLIPKD_T1 = {"nokd": "student", "kd-crd": "+CRD", "kd-fd": "+FD", "kd-mfd": "+MFD", "kd-mfd-both": "+MFD",
+              "kd-gd": "+GD", "kd-icl": "+ICL", "kd-afd": "+AFD", "kd-fd+icl": "+FD+ICL",
+              "kd-crd+icl+fd": "+FD+ICL+CRD", "kd-crd+icl+fd+gd": "+FD+ICL+CRD+GD",
+              "kd-crd+icl+fd+afd": "+FD+ICL+CRD+AFD"}
+_CLIPRD = {"nokd": ("student", "CLIP-RD, ImageNet top-1"),
+           "kd-crd+icl+fd": ("CLIP-KD*", "CLIP-RD's re-run of CLIP-KD, ImageNet top-1; CLIP-KD's paper: 42.6"),
+           "kd-crd+icl+fd+vrd+xrd": ("CLIP-RD", "CLIP-RD, ImageNet top-1")}
+_COMKD_SUN397 = {"pkd-comkd-b2n": ("comkd_table6_refinement", {"kd_loss": "KL"}),
+                 "pkd-comkd-mse-b2n": ("comkd_table6_refinement", {"kd_loss": "MSE"}),
+                 "pkd-comkd-l1-b2n": ("comkd_table6_refinement", {"kd_loss": "L1"}),
+                 "pkd-comkd-mean-b2n": ("comkd_table5_alignment", {"alignment": "L_align_mean"}),
+                 "pkd-comkd-var-b2n": ("comkd_table5_alignment", {"alignment": "L_align_var"})}
+PAPER_REFERENCES: dict[str, dict[str, tuple[str, str, dict]]] = {  # grid -> row slug -> (label, table, match)
+    "clipkd": {slug: ("CLIP-KD T1, ImageNet top-1", "clipkd_table1", {"method": m, "metric": "imagenet"})
+               for slug, m in _CLIPKD_T1.items()},
+    "cliprd": {slug: (label, "cliprd_table", {"method": m, "metric": "imagenet"})
+               for slug, (m, label) in _CLIPRD.items()},
+    "comkd": {
+        "pkd-promptkd-b2n": ("PromptKD T1, 11-dataset mean HM", "promptkd_base2novel",
+                             {"method": "PromptKD", "dataset": "Average", "metric": "hm"}),
+        **{slug: ("ComKD-CLIP T5/T6, SUN397 HM", table, {**match, "metric": "hm"})
+           for slug, (table, match) in _COMKD_SUN397.items()},
+        **{f"pkd-{m}-cross-{t}": ("ComKD-CLIP T2, mean top-1 of 10 targets", "comkd_table2_cross",
+                                  {"method": name, "dataset": "Average"})
+           for m, name in (("promptkd", "PromptKD"), ("comkd", "ComKD-CLIP"))
+           for t in ("colour_shape", "shape", "colour", "size")},
+        **{f"pkd-{m}-domain": ("ComKD-CLIP T3, mean top-1 of 4 targets", "comkd_table3_domain",
+                               {"method": name, "dataset": "Average"})
+           for m, name in (("promptkd", "PromptKD"), ("comkd", "ComKD-CLIP"))},
+    },
+}
+
+PAPER_REFERENCES["demo"] = PAPER_REFERENCES["clipkd"]
+
+
+def paper_number(grid: str, row) -> tuple[float | None, str]:
+    """The published number the papers give for this row of ``grid`` and its label, or (None, "")."""
+    from lab import papers
+
+    reference = PAPER_REFERENCES.get(grid, {}).get(row.slug)
+    if reference is None:
+        return None, ""
+    label, table, match = reference
+    return papers.value(table, **match), label
+
+
 # A minutes-long version of every row for tests and smoke checks (numbers meaningless).
 FAST = ["data.size=512", "train.steps=12", "train.batch_size=64", "train.warmup=2", "train.eval_every=0",
         "train.log_every=4", "eval.per_style=64"]
@@ -192,7 +240,9 @@ def collect(grid: str, seeds: int, runs_dir: str | Path = "runs", fast: bool = F
             teacher_hm = run.summary.get("teacher/hm")
             if base.complete and teacher_hm is not None:
                 per_seed["gap_closed"].append(gap_closed(run.summary["hm"], base.summary["hm"], teacher_hm))
-        record = {"row": row.label, "loss": row.loss or "task", "seeds": found, "per_seed": per_seed}
+        paper, source = paper_number(grid, row)
+        record = {"row": row.label, "loss": row.loss or "task", "seeds": found, "per_seed": per_seed,
+                  "paper": paper, "paper_source": source}
         for column, values in per_seed.items():
             record[column] = mean_std(values)
         records.append(record)
@@ -212,28 +262,39 @@ def _fmt(pair: tuple[float, float], digits: int = 1) -> str:
     return "—" if mean != mean else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+PAPER_NOTE = ("paper: the authors' published number for the nearest row, on real data with real CLIP models "
+              "(source in each cell; data/papers/SOURCES.md) — a reference for the ordering, not comparable in "
+              "absolute terms with the lab's columns.")
+
+
+def _paper_cell(record: dict) -> str:
+    return "—" if record["paper"] is None else f"{record['paper']:g} ({record['paper_source']})"
+
+
 def markdown_table(records: list[dict], teacher: float | None) -> str:
     head = ("| row | seeds | HM | top-1 | base | novel | gap closed % | i→t R@1 | cos (img) | CKA (img) "
-            "| sim-matrix r | wall s |")
-    lines = [head, "|" + "---|" * 12]
+            "| sim-matrix r | wall s | paper |")
+    lines = [head, "|" + "---|" * 13]
     for r in records:
         lines.append("| " + " | ".join([
             r["row"], ",".join(map(str, r["seeds"])) or "none", _fmt(r["hm"]), _fmt(r["top1"]), _fmt(r["base"]),
             _fmt(r["novel"]), "—" if r["loss"] == "task" else _fmt(r["gap_closed"]), _fmt(r["retrieval_i2t_r1"]),
             _fmt(r["cosine_image"], 3), _fmt(r["cka_image"], 3), _fmt(r["simmat_corr"], 3),
-            _fmt(r["wall_time_s"], 0)]) + " |")
+            _fmt(r["wall_time_s"], 0), _paper_cell(r)]) + " |")
     note = (f"\nTeacher HM {teacher:.1f}. " if teacher is not None else "\n") + \
-        "Mean ± std over seeds, last step; HM etc. are zero-shot on the plain-style test set (%)."
+        "Mean ± std over seeds, last step; HM etc. are zero-shot on the plain-style test set (%). " + PAPER_NOTE
     return "\n".join(lines) + "\n" + note + "\n"
 
 
 def csv_table(records: list[dict], columns: Sequence[str] = COLUMNS[3:]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["row", "loss", "seeds"] + [f"{c}_{s}" for c in columns for s in ("mean", "std")])
+    writer.writerow(["row", "loss", "seeds"] + [f"{c}_{s}" for c in columns for s in ("mean", "std")]
+                    + ["paper", "paper_source"])
     for r in records:
         writer.writerow([r["row"], r["loss"], " ".join(map(str, r["seeds"]))]
-                        + [f"{v:.6g}" for c in columns for v in r[c]])
+                        + [f"{v:.6g}" for c in columns for v in r[c]]
+                        + ["" if r["paper"] is None else f"{r['paper']:g}", r["paper_source"]])
     return out.getvalue()
 
 
@@ -259,23 +320,25 @@ def collect_prompt(grid: str, seeds: int, runs_dir: str | Path = "runs", fast: b
                                                                       "teacher_zeroshot")}}
             for column in PROMPT_COLUMNS:
                 per_seed[column].append(values[column])
+        paper, source = paper_number(grid, row)
         records.append({"row": row.label, "loss": row.name, "seeds": found, "headline": headline,
-                        "protocol": protocol.split(" ")[0], "per_seed": per_seed,
+                        "protocol": protocol.split(" ")[0], "per_seed": per_seed, "paper": paper,
+                        "paper_source": source,
                         **{c: mean_std(v) for c, v in per_seed.items()}})
     return records
 
 
 def prompt_markdown_table(records: list[dict]) -> str:
     lines = ["| row | protocol | seeds | student | metric | base | novel | student zero-shot | tuned teacher "
-             "| teacher zero-shot | α | wall s |", "|" + "---|" * 12]
+             "| teacher zero-shot | α | wall s | paper |", "|" + "---|" * 13]
     for r in records:
         lines.append("| " + " | ".join([
             r["row"], r["protocol"], ",".join(map(str, r["seeds"])) or "none", _fmt(r["score"]), r["headline"],
             _fmt(r["base"]), _fmt(r["novel"]), _fmt(r["student_zeroshot"]), _fmt(r["teacher"]),
-            _fmt(r["teacher_zeroshot"]), _fmt(r["alpha"], 3), _fmt(r["wall_time_s"], 0)]) + " |")
+            _fmt(r["teacher_zeroshot"]), _fmt(r["alpha"], 3), _fmt(r["wall_time_s"], 0), _paper_cell(r)]) + " |")
     note = ("\nMean ± std over seeds, last step (%). metric: hm = base-to-novel HM on the plain style; top1 = "
             "top-1 on the target label space (plain style); target_top1 = mean top-1 over the styles the teacher "
-            "and student never saw. base/novel: plain style (domain: the source style).")
+            "and student never saw. base/novel: plain style (domain: the source style). " + PAPER_NOTE)
     return "\n".join(lines) + "\n" + note + "\n"
 
 

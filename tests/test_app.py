@@ -54,3 +54,21 @@ def test_overview_lists_runs_and_broken_ones(tmp_path, smoke_run):
     assert list(table["run"]) == ["good"]
     assert table["top1"].iloc[0] == pytest.approx(json.loads((smoke_run / "summary.json").read_text())["top1"])
     assert any("broken" in w.value and "config.json is not valid JSON" in w.value for w in at.warning)
+
+
+def test_ablations_page_shows_a_prompt_grid_table_with_its_paper_column(tmp_path):
+    from lab.sweep import GRIDS, PROMPT_COLUMNS, TABLES_DIR, csv_table, paper_number
+
+    records = []
+    for i, row in enumerate(GRIDS["comkd"]):
+        paper, source = paper_number("comkd", row)
+        records.append({"row": row.label, "loss": row.name, "seeds": [0], "paper": paper, "paper_source": source,
+                        **{c: (40.0 + i, 0.0) for c in PROMPT_COLUMNS}})
+    (tmp_path / TABLES_DIR).mkdir()
+    (tmp_path / TABLES_DIR / "comkd.csv").write_text(csv_table(records, PROMPT_COLUMNS))
+    at = run_page("ablations", tmp_path)
+    assert not at.exception
+    metric = next(box for box in at.selectbox if box.label == "Metric")
+    assert metric.options[0] == "student (the protocol's metric)"
+    table = at.dataframe[0].value
+    assert table.loc[table["row"] == "PromptKD", "paper"].iloc[0] == 83.73

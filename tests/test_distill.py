@@ -148,6 +148,7 @@ def test_sweep_resumes_and_tabulates(demo_runs, capsys):
     table = demo_runs / TABLES_DIR / "fast-demo.md"
     text = table.read_text()
     assert "| no KD (task only) | 0,1 |" in text and "| FD+ICL+CRD (CLIP-KD) | 0,1 |" in text
+    assert "| 34.9 (CLIP-KD T1, ImageNet top-1) |" in text  # the paper's number beside the lab's, labelled
     assert table.with_suffix(".csv").read_text().count("\n") == 3
     records = collect("demo", 2, demo_runs, fast=True)
     assert len(records[1]["per_seed"]["gap_closed"]) == 2

@@ -8,7 +8,8 @@ from lab import viz
 from lab.app import data
 
 METRICS = {"HM": "hm", "top-1": "top1", "gap closed %": "gap_closed", "image→text R@1": "retrieval_i2t_r1",
-           "CKA (image)": "cka_image"}
+           "CKA (image)": "cka_image", "student (the protocol's metric)": "score", "base": "base", "novel": "novel",
+           "student zero-shot": "student_zeroshot"}
 
 
 def page() -> None:
@@ -20,9 +21,11 @@ def page() -> None:
         return
     name = st.sidebar.selectbox("Sweep", list(tables), key="sweep_table")
     table = tables[name]
-    label = st.selectbox("Metric", list(METRICS))
+    label = st.selectbox("Metric", [m for m, column in METRICS.items() if f"{column}_mean" in table])
     column = METRICS[label]
     st.plotly_chart(viz.ablation_bars(table["row"], table[f"{column}_mean"], table[f"{column}_std"], label),
                     width="stretch")
     st.dataframe(table, hide_index=True, width="stretch")
-    st.caption("Lab numbers on ShapesWorld, mean ± std over the seeds listed, last step.")
+    st.caption("Lab numbers on ShapesWorld, mean ± std over the seeds listed, last step. The `paper` column is "
+               "the authors' published number for the nearest row (its source in `paper_source`), measured on "
+               "real data with real CLIP models: a reference for the ordering, not comparable in absolute terms.")
