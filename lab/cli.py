@@ -61,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="eval config overrides, e.g. per_style=256")
 
     p = sub.add_parser("sweep", help="train a named ablation grid over seeds (resumable) and write its tables")
-    p.add_argument("--grid", required=True, help="clipkd, cliprd, comkd or demo")
+    p.add_argument("--grid", required=True, help="clipkd, cliprd, core or comkd")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0 … K-1 (default 1)")
-    p.add_argument("--fast", action="store_true", help="seconds-long runs (tests and smoke checks; numbers meaningless)")
+    p.add_argument("--scale", default="full", help="full (default), demo (minutes per grid) or fast (seconds per run)")
+    p.add_argument("--fast", action="store_true", help="same as --scale fast (tests and smoke checks)")
     p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every run")
 
@@ -80,9 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time the prompt-distillation stage-2 step (PromptKD, ComKD-CLIP) instead")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    p = sub.add_parser("cost", help="teacher vs student parameters, FLOPs, latency and throughput beside each "
+                                    "run's accuracy; optionally the best student exported to ONNX")
+    p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where the runs are")
+    p.add_argument("--teacher", default="shipped", help="teacher model spec (default: the shipped teacher)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256, help="images / captions per timed call")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is kept")
+    p.add_argument("--onnx", default="", metavar="DIR",
+                   help="also export the student with the best HM to ONNX in DIR and check it against PyTorch")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     sub.add_parser("presets", help="list the pretraining presets and model presets")
 
-    p = sub.add_parser("demo", help="produce the embedded-default runs the dashboard shows (skips finished ones)")
+    p = sub.add_parser("demo", help="one seed of every grid at the demo budget, for the dashboard (skips finished runs)")
+    p.add_argument("--fast", action="store_true", help="the seconds-long budget instead (tests)")
     p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
     return parser
 
@@ -155,12 +168,14 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from lab.sweep import grid_rows, sweep
+    from lab.sweep import check_scale, grid_rows, sweep
 
-    grid_rows(args.grid)  # an unknown grid fails before any work
+    grid_rows(args.grid)  # an unknown grid or scale fails before any work
+    scale = "fast" if args.fast else args.scale
+    check_scale(scale)
     if args.seeds < 1:
         raise LabError(f"--seeds must be at least 1, got {args.seeds}.")
-    table = sweep(args.grid, args.seeds, args.runs_dir, args.fast, args.overrides)
+    table = sweep(args.grid, args.seeds, args.runs_dir, scale, args.overrides)
     print(table.read_text())
     print(f"tables written to {table} and {table.with_suffix('.csv')}")
     return 0
@@ -193,6 +208,33 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_cost(args) -> int:
+    from lab.cost import check_writable, cost_table, export_onnx
+    from lab.models import zoo
+    from lab.runs import machine_description
+
+    if args.onnx:
+        check_writable(args.onnx)  # fail before minutes of measuring, not after
+    progress = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    rows, table = cost_table(args.runs_dir, args.teacher, args.device, args.batch_size, args.rounds, progress)
+    onnx = None
+    if args.onnx:
+        students = [r for r in rows if r["kind"] != "teacher"]
+        best = max(students, key=lambda r: -1.0 if r["hm"] is None else r["hm"])
+        progress(f"exporting {best['run']} (HM {best['hm']}) to ONNX")
+        onnx = {"run": best["run"], **export_onnx(zoo.load(Path(args.runs_dir) / best["run"]), args.onnx)}
+    if args.json:
+        print(json.dumps({"batch_size": args.batch_size, "rounds": args.rounds, "device": machine_description(),
+                          "rows": rows, "onnx": onnx}, indent=2))
+        return 0
+    print(table)
+    if onnx:
+        print(f"\nONNX: {onnx['run']} exported to {onnx['dir']} (image_encoder.onnx, text_encoder.onnx); "
+              f"ONNX Runtime vs PyTorch on {onnx['items']} test images/captions: max |diff| "
+              f"{onnx['max_abs_diff']:.1e} (tolerance {onnx['tolerance']:.0e}) ok")
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from lab.models.zoo import PRESETS as MODEL_PRESETS
     from lab.train.pretrain import PRESETS
@@ -207,8 +249,8 @@ def _cmd_presets(args) -> int:
 def _cmd_demo(args) -> int:
     from lab.demo import make_demo_runs
 
-    table = make_demo_runs(args.runs_dir)
-    print(table.read_text())
+    for table in make_demo_runs(args.runs_dir, "fast" if args.fast else "demo"):
+        print(table.read_text())
     print(f"runs ready in {args.runs_dir}; explore them with: streamlit run app.py")
     return 0
 
@@ -236,7 +278,8 @@ def format_metrics(m: dict) -> str:
 
 
 COMMANDS = {"pretrain": _cmd_pretrain, "distill": _cmd_distill, "promptkd": _cmd_promptkd, "eval": _cmd_eval,
-            "sweep": _cmd_sweep, "bench": _cmd_bench, "presets": _cmd_presets, "demo": _cmd_demo}
+            "sweep": _cmd_sweep, "bench": _cmd_bench, "cost": _cmd_cost, "presets": _cmd_presets,
+            "demo": _cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,8 +89,8 @@ GRIDS: dict[str, list] = {
     "cliprd": [NO_KD, CLIPKD, Row("VRD", "vrd"), Row("XRD", "xrd"),
                Row("CLIP-KD +VRD", "crd+icl+fd+vrd"), Row("CLIP-KD +XRD", "crd+icl+fd+xrd"),
                Row("CLIP-RD (CLIP-KD +VRD +XRD)", "crd+icl+fd+vrd+xrd")],
-    # What `make demo` trains (seed 0): the reference student and the published CLIP-KD recipe.
-    "demo": [NO_KD, CLIPKD],
+    # The two rows every table compares with: the reference student and the published CLIP-KD recipe.
+    "core": [NO_KD, CLIPKD],
     # PromptKD vs ComKD-CLIP and ComKD's ablations, under the three protocols.
     "comkd": _comkd_grid(),
 }
@@ -128,7 +128,7 @@ PAPER_REFERENCES: dict[str, dict[str, tuple[str, str, dict]]] = {  # grid -> row
     },
 }
 
-PAPER_REFERENCES["demo"] = PAPER_REFERENCES["clipkd"]
+PAPER_REFERENCES["core"] = PAPER_REFERENCES["clipkd"]
 
 
 def paper_number(grid: str, row) -> tuple[float | None, str]:
@@ -142,15 +142,31 @@ def paper_number(grid: str, row) -> tuple[float | None, str]:
     return papers.value(table, **match), label
 
 
-# A minutes-long version of every row for tests and smoke checks (numbers meaningless).
-FAST = ["data.size=512", "train.steps=12", "train.batch_size=64", "train.warmup=2", "train.eval_every=0",
-        "train.log_every=4", "eval.per_style=64"]
-FAST_PROMPT = ["stage1.steps=4", "stage1.shots=2", "stage1.batch_size=32", "train.steps=6", "train.batch_size=32",
-               "train.warmup=1", "train.log_every=3", "data.size=128", "eval.per_style=32"]
+# Budgets besides the full one (the README's numbers), as config overrides for CLIP rows and prompt rows.
+# "demo": what `make demo` trains — one seed of every grid in minutes on a laptop CPU, numbers rougher
+# than the full budget's; "fast": seconds per run for tests and smoke checks (numbers meaningless).
+SCALES: dict[str, tuple[list[str], list[str]]] = {
+    "full": ([], []),
+    "demo": (["data.size=4096", "train.steps=200", "train.warmup=20", "train.eval_every=100", "eval.per_style=256"],
+             ["stage1.steps=50", "train.steps=400", "data.size=4096", "eval.per_style=256"]),
+    "fast": (["data.size=512", "train.steps=12", "train.batch_size=64", "train.warmup=2", "train.eval_every=0",
+              "train.log_every=4", "eval.per_style=64"],
+             ["stage1.steps=4", "stage1.shots=2", "stage1.batch_size=32", "train.steps=6", "train.batch_size=32",
+              "train.warmup=1", "train.log_every=3", "data.size=128", "eval.per_style=32"]),
+}
 
 
-def run_id(row: Row, seed: int, fast: bool = False) -> str:
-    return f"{'fast-' if fast else ''}{row.slug}-s{seed}"
+def check_scale(scale: str) -> None:
+    if scale not in SCALES:
+        raise LabError(f"Unknown scale '{scale}'; choose one of: {', '.join(SCALES)}.")
+
+
+def _prefix(scale: str) -> str:
+    return "" if scale == "full" else f"{scale}-"
+
+
+def run_id(row: Row, seed: int, scale: str = "full") -> str:
+    return f"{_prefix(scale)}{row.slug}-s{seed}"
 
 
 def grid_rows(name: str) -> list[Row]:
@@ -159,24 +175,25 @@ def grid_rows(name: str) -> list[Row]:
     return GRIDS[name]
 
 
-def train_row(row: Row, seed: int, runs_dir: Path, fast: bool, overrides: Sequence[str] = ()) -> Path:
+def train_row(row: Row, seed: int, runs_dir: Path, scale: str = "full", overrides: Sequence[str] = ()) -> Path:
     """Train one (row, seed) run unless it finished earlier; returns its directory."""
     from lab.train.distill import default_config, distill
     from lab.train.pretrain import preset_config, pretrain
 
-    rid = run_id(row, seed, fast)
+    rid = run_id(row, seed, scale)
+    clip_budget, prompt_budget = SCALES[scale]
     path = runs_dir / rid
     if runs.read_run(path).complete:
         return path
     if isinstance(row, PromptRow):
         from lab.train.prompt_distill import default_config as prompt_config, prompt_distill
 
-        settings = [*row.settings, f"train.seed={seed}", *(FAST_PROMPT if fast else []), *overrides]
-        if fast:  # the fast no-KD run of the same seed stands in for the student
-            settings.append(f"student={train_row(NO_KD, seed, runs_dir, fast)}")
+        settings = [*row.settings, f"train.seed={seed}", *prompt_budget, *overrides]
+        if scale != "full":  # the no-KD run of the same seed and scale is the student
+            settings.append(f"student={train_row(NO_KD, seed, runs_dir, scale)}")
         prompt_distill(prompt_config(settings), rid, runs_dir, overwrite=path.exists())
         return path
-    settings = [f"train.seed={seed}", *(FAST if fast else []), *overrides]
+    settings = [f"train.seed={seed}", *clip_budget, *overrides]
     if row.loss:
         distill(default_config([f"loss={row.loss}", *row.settings, *settings]), rid, runs_dir,
                 overwrite=path.exists())
@@ -185,19 +202,20 @@ def train_row(row: Row, seed: int, runs_dir: Path, fast: bool, overrides: Sequen
     return path
 
 
-def sweep(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", fast: bool = False,
+def sweep(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = "full",
           overrides: Sequence[str] = ()) -> Path:
     """Train every (row, seed) of ``grid`` that has not finished, then write its tables; returns the .md path."""
+    check_scale(scale)
     rows, runs_dir = grid_rows(grid), Path(runs_dir)
     jobs = [(row, seed) for seed in range(seeds) for row in rows]
-    done = sum(runs.read_run(runs_dir / run_id(r, s, fast)).complete for r, s in jobs)
+    done = sum(runs.read_run(runs_dir / run_id(r, s, scale)).complete for r, s in jobs)
     bar = tqdm(jobs, desc=f"sweep {grid}", unit="run", initial=0)
     if done:
         tqdm.write(f"{done} of {len(jobs)} runs finished earlier and are skipped")
     for row, seed in bar:
-        bar.set_postfix_str(run_id(row, seed, fast))
-        train_row(row, seed, runs_dir, fast, overrides)
-    return write_tables(grid, seeds, runs_dir, fast)
+        bar.set_postfix_str(run_id(row, seed, scale))
+        train_row(row, seed, runs_dir, scale, overrides)
+    return write_tables(grid, seeds, runs_dir, scale)
 
 
 # --------------------------------------------------------------------------- tables
@@ -221,16 +239,16 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def collect(grid: str, seeds: int, runs_dir: str | Path = "runs", fast: bool = False) -> list[dict]:
+def collect(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str = "full") -> list[dict]:
     """One record per row: per-seed values and their mean/std for every column."""
     runs_dir = Path(runs_dir)
-    nokd = {s: runs.read_run(runs_dir / run_id(NO_KD, s, fast)) for s in range(seeds)}
+    nokd = {s: runs.read_run(runs_dir / run_id(NO_KD, s, scale)) for s in range(seeds)}
     records = []
     for row in grid_rows(grid):
         per_seed: dict[str, list] = {k: [] for k in (*SUMMARY_KEYS, "gap_closed")}
         found = []
         for seed in range(seeds):
-            run = runs.read_run(runs_dir / run_id(row, seed, fast))
+            run = runs.read_run(runs_dir / run_id(row, seed, scale))
             if not run.complete:
                 continue
             found.append(seed)
@@ -249,9 +267,9 @@ def collect(grid: str, seeds: int, runs_dir: str | Path = "runs", fast: bool = F
     return records
 
 
-def teacher_hm(grid: str, seeds: int, runs_dir: str | Path = "runs", fast: bool = False) -> float | None:
+def teacher_hm(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str = "full") -> float | None:
     for seed in range(seeds):
-        run = runs.read_run(Path(runs_dir) / run_id(NO_KD, seed, fast))
+        run = runs.read_run(Path(runs_dir) / run_id(NO_KD, seed, scale))
         if run.complete and "teacher/hm" in run.summary:
             return run.summary["teacher/hm"]
     return None
@@ -302,14 +320,14 @@ def csv_table(records: list[dict], columns: Sequence[str] = COLUMNS[3:]) -> str:
 PROMPT_COLUMNS = ("score", "base", "novel", "student_zeroshot", "teacher", "teacher_zeroshot", "alpha", "wall_time_s")
 
 
-def collect_prompt(grid: str, seeds: int, runs_dir: str | Path = "runs", fast: bool = False) -> list[dict]:
+def collect_prompt(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str = "full") -> list[dict]:
     """One record per prompt row: the protocol's headline for the student and its references, mean ± std."""
     records = []
     for row in grid_rows(grid):
         per_seed: dict[str, list] = {k: [] for k in PROMPT_COLUMNS}
         found, headline, protocol = [], "", ""
         for seed in range(seeds):
-            run = runs.read_run(Path(runs_dir) / run_id(row, seed, fast))
+            run = runs.read_run(Path(runs_dir) / run_id(row, seed, scale))
             if not run.complete:
                 continue
             found.append(seed)
@@ -342,16 +360,16 @@ def prompt_markdown_table(records: list[dict]) -> str:
     return "\n".join(lines) + "\n" + note + "\n"
 
 
-def write_tables(grid: str, seeds: int, runs_dir: str | Path = "runs", fast: bool = False) -> Path:
-    name = f"{'fast-' if fast else ''}{grid}"
+def write_tables(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str = "full") -> Path:
+    name = f"{_prefix(scale)}{grid}"
     folder = Path(runs_dir) / TABLES_DIR
     title = f"## {name} ({seeds} seed{'s' if seeds > 1 else ''})\n\n"
     if isinstance(grid_rows(grid)[0], PromptRow):
-        records = collect_prompt(grid, seeds, runs_dir, fast)
+        records = collect_prompt(grid, seeds, runs_dir, scale)
         markdown, columns = title + prompt_markdown_table(records), PROMPT_COLUMNS
     else:
-        records = collect(grid, seeds, runs_dir, fast)
-        markdown = title + markdown_table(records, teacher_hm(grid, seeds, runs_dir, fast))
+        records = collect(grid, seeds, runs_dir, scale)
+        markdown = title + markdown_table(records, teacher_hm(grid, seeds, runs_dir, scale))
         columns = COLUMNS[3:]
     runs.atomic_write_bytes(folder / f"{name}.md", markdown.encode())
     runs.atomic_write_bytes(folder / f"{name}.csv", csv_table(records, columns).encode())

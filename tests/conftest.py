@@ -21,9 +21,9 @@ def smoke_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_runs(tmp_path_factory):
-    """The demo grid (no-KD student and CLIP-KD recipe) in fast mode, two seeds, with its tables."""
+    """The core grid (no-KD student and CLIP-KD recipe) at the fast scale, two seeds, with its tables."""
     from lab.sweep import sweep
 
     root = tmp_path_factory.mktemp("demo-runs")
-    sweep("demo", seeds=2, runs_dir=root, fast=True)
+    sweep("core", seeds=2, runs_dir=root, scale="fast")
     return root

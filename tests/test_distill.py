@@ -145,33 +145,44 @@ def test_gap_closed():
 
 
 def test_sweep_resumes_and_tabulates(demo_runs, capsys):
-    table = demo_runs / TABLES_DIR / "fast-demo.md"
+    table = demo_runs / TABLES_DIR / "fast-core.md"
     text = table.read_text()
     assert "| no KD (task only) | 0,1 |" in text and "| FD+ICL+CRD (CLIP-KD) | 0,1 |" in text
     assert "| 34.9 (CLIP-KD T1, ImageNet top-1) |" in text  # the paper's number beside the lab's, labelled
     assert table.with_suffix(".csv").read_text().count("\n") == 3
-    records = collect("demo", 2, demo_runs, fast=True)
+    records = collect("core", 2, demo_runs, scale="fast")
     assert len(records[1]["per_seed"]["gap_closed"]) == 2
     mtimes = {p: p.stat().st_mtime_ns for p in demo_runs.glob("fast-*/summary.json")}
     assert len(mtimes) == 4
-    sweep("demo", seeds=2, runs_dir=demo_runs, fast=True)
+    sweep("core", seeds=2, runs_dir=demo_runs, scale="fast")
     assert {p: p.stat().st_mtime_ns for p in demo_runs.glob("fast-*/summary.json")} == mtimes  # all skipped
     captured = capsys.readouterr()
     assert "4 of 4 runs finished earlier" in captured.out + captured.err
     assert [r.run_id for r in runs.list_runs(demo_runs)] == sorted(p.parent.name for p in mtimes)
 
 
-def test_fast_comkd_grid_has_every_row(tmp_path):
-    """Every PromptKD / ComKD-CLIP row under each protocol, on seconds-long settings, with its headline."""
+def test_demo_fast_makes_every_grid_with_every_row(tmp_path, capsys):
+    """`python -m lab demo --fast`: one seed of every grid, each table with every row; a second call skips all."""
+    from lab.demo import DEMO_GRIDS
     from lab.sweep import GRIDS
 
-    text = sweep("comkd", seeds=1, runs_dir=tmp_path, fast=True).read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| row")]
-    assert [r.split(" | ")[0][2:] for r in rows] == [row.label for row in GRIDS["comkd"]]
-    assert all(" | 0 | " in r for r in rows)
-    assert {r.split(" | ")[4] for r in rows} == {"hm", "top1", "target_top1"}
+    assert main(["demo", "--fast", "--runs-dir", str(tmp_path)]) == 0
+    for grid in DEMO_GRIDS:
+        text = (tmp_path / TABLES_DIR / f"fast-{grid}.md").read_text()
+        rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| row")]
+        assert [r.split(" | ")[0][2:] for r in rows] == [row.label for row in GRIDS[grid]], grid
+        assert all(" | 0 | " in r for r in rows), grid  # seed 0 reported on every row
+    comkd = (tmp_path / TABLES_DIR / "fast-comkd.md").read_text()
+    assert all(f"| {metric} |" in comkd for metric in ("hm", "top1", "target_top1"))  # every protocol
+    summaries = sorted(tmp_path.glob("fast-*/summary.json"))
+    mtimes = [p.stat().st_mtime_ns for p in summaries]
+    capsys.readouterr()
+    assert main(["demo", "--fast", "--runs-dir", str(tmp_path)]) == 0
+    assert [p.stat().st_mtime_ns for p in summaries] == mtimes
+    captured = capsys.readouterr()
+    assert "finished earlier and are skipped" in captured.out + captured.err
 
 
 def test_unknown_grid_lists_the_grids():
-    with pytest.raises(LabError, match="Unknown grid 'clip'; choose one of: clipkd, cliprd, demo"):
+    with pytest.raises(LabError, match="Unknown grid 'clip'; choose one of: clipkd, cliprd, core, comkd"):
         sweep("clip")

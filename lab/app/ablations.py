@@ -17,7 +17,7 @@ def page() -> None:
     tables = data.sweep_tables()
     if not tables:
         st.info(f"No sweep tables in `{data.runs_dir()}/_tables` yet. Make one with "
-                f"`python -m lab sweep --grid clipkd --seeds 3` (or `make demo` for the demo grid).")
+                f"`python -m lab sweep --grid clipkd --seeds 3` (or `make demo` for one seed of every grid at the demo budget).")
         return
     name = st.sidebar.selectbox("Sweep", list(tables), key="sweep_table")
     table = tables[name]
