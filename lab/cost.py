@@ -156,22 +156,15 @@ def latency(clips: dict[str, zoo.ClipModel], batch_size: int = 256, device: str 
 # --------------------------------------------------------------------------- ONNX export
 
 
-class _ImageEncoder(torch.nn.Module):
-    def __init__(self, model):
+class _Encoder(torch.nn.Module):
+    """One of a CLIP's two encoders (``encode_image`` or ``encode_text``) as a module to export."""
+
+    def __init__(self, model, method: str):
         super().__init__()
-        self.model = model
+        self.model, self.method = model, method
 
-    def forward(self, pixels):
-        return self.model.encode_image(pixels)
-
-
-class _TextEncoder(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens):
-        return self.model.encode_text(tokens)
+    def forward(self, x):
+        return getattr(self.model, self.method)(x)
 
 
 def check_writable(path: str | Path) -> Path:
@@ -206,8 +199,9 @@ def export_onnx(clip: zoo.ClipModel, path: str | Path, check_items: int = 8) -> 
     model = copy.deepcopy(clip.model).cpu().eval()
     cpu_clip = zoo.ClipModel(model, clip.tokenizer, clip.arch, clip.source)
     batch = sample_batch(check_items, clip.image_size)
-    inputs = {"image_encoder": (_ImageEncoder(model).eval(), cpu_clip.image_tensor(batch.images), "pixels"),
-              "text_encoder": (_TextEncoder(model).eval(), cpu_clip.tokenize(batch.captions), "tokens")}
+    inputs = {"image_encoder": (_Encoder(model, "encode_image").eval(), cpu_clip.image_tensor(batch.images),
+                                "pixels"),
+              "text_encoder": (_Encoder(model, "encode_text").eval(), cpu_clip.tokenize(batch.captions), "tokens")}
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     result = {"dir": str(out), "tolerance": ONNX_TOLERANCE, "items": check_items}
