@@ -48,6 +48,8 @@ class StepCost:
     online_s: float
     nokd_s: float
     budget: float
+    batch_size: int = 0
+    peak_mb: float | None = None  # peak GPU memory of the cached step (CUDA only)
 
     @property
     def cached_ratio(self) -> float:
@@ -57,9 +59,14 @@ class StepCost:
     def online_ratio(self) -> float:
         return self.online_s / self.nokd_s
 
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / self.cached_s
+
     def as_dict(self) -> dict:
         return {"name": self.name, "cached_s": self.cached_s, "online_s": self.online_s, "nokd_s": self.nokd_s,
-                "cached_ratio": self.cached_ratio, "online_ratio": self.online_ratio, "budget": self.budget}
+                "cached_ratio": self.cached_ratio, "online_ratio": self.online_ratio, "budget": self.budget,
+                "images_per_s": self.images_per_s, "peak_mb": self.peak_mb}
 
 
 def _autocast(device: torch.device, precision: str):
@@ -79,23 +86,27 @@ def _train_step(step_fn, optimizer, batch, precision: str = "fp32") -> None:
 
 
 def _median_step_times(configs: dict, batches: list, rounds: int, steps: int, dev: torch.device, precision: str,
-                       progress) -> dict:
-    """Median seconds per training step of each (step function, optimizer), interleaved round by round."""
+                       progress) -> tuple[dict, dict]:
+    """Median seconds per training step of each (step function, optimizer), interleaved round by round,
+    and each one's peak GPU memory in MiB (None off CUDA)."""
     for step, optimizer in configs.values():  # warm-up: one-off allocations and kernel choices
         _train_step(step, optimizer, batches[0], precision)
     times: dict = {key: [] for key in configs}
+    peak: dict = {key: None for key in configs}
     for r in range(rounds):
         for key, (step, optimizer) in configs.items():
             if dev.type == "cuda":
                 torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats(dev)
             t0 = time.perf_counter()
             for i in range(steps):
                 _train_step(step, optimizer, batches[i % len(batches)], precision)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
+                peak[key] = max(peak[key] or 0.0, torch.cuda.max_memory_allocated(dev) / 2**20)
             times[key].append((time.perf_counter() - t0) / steps)
         progress(f"round {r + 1}/{rounds} done")
-    return {key: statistics.median(v) for key, v in times.items()}
+    return {key: statistics.median(v) for key, v in times.items()}, peak
 
 
 def step_costs(names: list[str] | None = None, batch_size: int = 128, rounds: int = 5, steps: int = 3,
@@ -128,9 +139,10 @@ def step_costs(names: list[str] | None = None, batch_size: int = 128, rounds: in
             step = DistillStep(student, teacher, objective, cached if mode == "cache" else None,
                                classnames=classnames, mfd_input="both" if name == MFD_BOTH else "masked")
             configs[name, mode] = (step, optimizer)
-    median = _median_step_times(configs, batches, rounds, steps, dev, precision, progress)
+    median, peak = _median_step_times(configs, batches, rounds, steps, dev, precision, progress)
     nokd = median["task", "cache"]
-    return [StepCost(n, median[n, "cache"], median[n, "online"], nokd, budget_of(n)) for n in names]
+    return [StepCost(n, median[n, "cache"], median[n, "online"], nokd, budget_of(n), batch_size, peak[n, "cache"])
+            for n in names]
 
 
 PROMPT_BUDGET = 1.2
@@ -178,18 +190,21 @@ def prompt_step_costs(batch_size: int = 64, rounds: int = 5, steps: int = 3, dev
         optimizer = torch.optim.SGD(student.parameters(), lr=1e-5, momentum=0.9)
         for mode in (("nokd",) if name == "nokd" else ("cache", "online")):
             configs[name, mode] = (make_step(cfg, student, mode), optimizer)
-    median = _median_step_times(configs, batches, rounds, steps, dev, "fp32", progress)
+    median, peak = _median_step_times(configs, batches, rounds, steps, dev, "fp32", progress)
     nokd = median["nokd", "nokd"]
-    return [StepCost(n, median[n, "cache"], median[n, "online"], nokd, PROMPT_BUDGET) for n in PROMPT_METHODS]
+    return [StepCost(n, median[n, "cache"], median[n, "online"], nokd, PROMPT_BUDGET, batch_size, peak[n, "cache"])
+            for n in PROMPT_METHODS]
 
 
 def format_costs(costs: list[StepCost], batch_size: int, device: str, setting: str = "") -> str:
     lines = [f"Step time per term, batch {batch_size}, {setting + ', ' if setting else ''}{device}; "
              f"no-KD step {costs[0].nokd_s * 1e3:.1f} ms "
              f"(medians of interleaved rounds; ratio = step / no-KD step)",
-             f"{'term':<18}{'cached ms':>11}{'ratio':>8}{'budget':>8}{'':>6}{'online ms':>11}{'ratio':>8}"]
+             f"{'term':<18}{'cached ms':>11}{'ratio':>8}{'budget':>8}{'':>6}{'online ms':>11}{'ratio':>8}"
+             f"{'images/s':>10}{'peak MiB':>10}"]
     for c in costs:
         verdict = "ok" if c.cached_ratio <= c.budget else "OVER"
+        peak = "–" if c.peak_mb is None else f"{c.peak_mb:.0f}"
         lines.append(f"{c.name:<18}{c.cached_s * 1e3:>11.1f}{c.cached_ratio:>8.2f}{c.budget:>8.2f}{verdict:>6}"
-                     f"{c.online_s * 1e3:>11.1f}{c.online_ratio:>8.2f}")
+                     f"{c.online_s * 1e3:>11.1f}{c.online_ratio:>8.2f}{c.images_per_s:>10.0f}{peak:>10}")
     return "\n".join(lines)

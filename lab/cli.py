@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", help="fp32 or bf16 (autocast)")
     p.add_argument("--prompt", action="store_true",
                    help="time the prompt-distillation stage-2 step (PromptKD, ComKD-CLIP) instead")
+    p.add_argument("--scaling", action="store_true",
+                   help="time the loss terms alone over batch sizes and widths, and the data generation, instead")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("cost", help="teacher vs student parameters, FLOPs, latency and throughput beside each "
@@ -191,6 +193,16 @@ def _cmd_bench(args) -> int:
         if name not in RECIPES and name != MFD_BOTH:
             parse_terms(name)  # unknown names fail with the valid list
     progress = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if args.scaling:
+        from lab.bench_scaling import data_throughput, format_scaling, loss_scaling
+
+        scaling, items_per_s = loss_scaling(device=args.device), data_throughput()
+        if args.json:
+            print(json.dumps({"device": machine_description(), "data_items_per_s": items_per_s,
+                              "loss_scaling": [{**vars(c), "ratio": c.ratio} for c in scaling]}, indent=2))
+        else:
+            print(format_scaling(scaling, items_per_s, machine_description()))
+        return 0
     if args.prompt:
         costs = prompt_step_costs(args.batch_size, args.rounds, args.steps, args.device, progress)
         setting = "prompt distillation stage 2 vs the prompted student without KD"

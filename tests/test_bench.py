@@ -39,3 +39,13 @@ def test_prompt_step_costs_time_every_method_against_one_reference():
     assert [c.name for c in costs] == ["promptkd", "comkd", "comkd(text_query)", "am"]
     assert all(c.budget == 1.2 and c.cached_s > 0 and c.online_s > 0 for c in costs)
     assert len({c.nokd_s for c in costs}) == 1
+
+
+def test_loss_scaling_and_data_throughput(capsys):
+    from lab.bench_scaling import data_throughput, loss_scaling
+
+    costs = loss_scaling(["crd", "gd"], batch_sizes=(8, 16), widths=(4,), repeats=1)
+    assert [(c.name, c.batch_size, c.width) for c in costs] == [("crd", 8, 4), ("gd", 8, 4), ("crd", 16, 4),
+                                                                ("gd", 16, 4)]
+    assert all(c.seconds > 0 and c.task_seconds > 0 for c in costs)
+    assert data_throughput(items=64) > 0
