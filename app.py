@@ -4,7 +4,7 @@ import os
 
 import streamlit as st
 
-from lab.app import ablations, curves, geometry, overview, similarity
+from lab.app import ablations, curves, geometry, overview, protocols, similarity
 
 st.set_page_config(page_title="CLIP distillation lab", layout="wide")
 st.session_state.setdefault("runs_dir", os.environ.get("LAB_RUNS_DIR", "runs"))
@@ -15,5 +15,6 @@ navigation = st.navigation([
     st.Page(similarity.page, title="Similarity matrices", url_path="similarity"),
     st.Page(ablations.page, title="Ablations", url_path="ablations"),
     st.Page(curves.page, title="Training curves", url_path="curves"),
+    st.Page(protocols.page, title="Protocols", url_path="protocols"),
 ])
 navigation.run()

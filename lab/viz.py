@@ -172,3 +172,10 @@ def ablation_bars(rows: Sequence[str], means: Sequence[float], stds: Sequence[fl
         fig.add_hline(y=reference, line_dash="dash", annotation_text=f"{reference_name} {reference:.1f}")
     fig.update_layout(yaxis_title=metric, height=420, margin=dict(t=30, l=10, r=10, b=10))
     return fig
+
+
+def grouped_bars(values: dict[str, dict[str, float]], yaxis: str = "%") -> go.Figure:
+    """One bar group per inner key (e.g. base, novel, HM, or a style), one colour per outer key (e.g. a model)."""
+    fig = go.Figure([go.Bar(name=name, x=list(bars), y=list(bars.values())) for name, bars in values.items()])
+    fig.update_layout(barmode="group", yaxis_title=yaxis, height=420, margin=dict(t=30, l=10, r=10, b=10))
+    return fig

@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).parent.parent
-PAGES = ("overview", "geometry", "similarity", "ablations", "curves")
+PAGES = ("overview", "geometry", "similarity", "ablations", "curves", "protocols")
 
 
 @pytest.fixture(autouse=True)
@@ -72,3 +72,29 @@ def test_ablations_page_shows_a_prompt_grid_table_with_its_paper_column(tmp_path
     assert metric.options[0] == "student (the protocol's metric)"
     table = at.dataframe[0].value
     assert table.loc[table["row"] == "PromptKD", "paper"].iloc[0] == 83.73
+
+
+@pytest.fixture(scope="module")
+def prompt_runs(smoke_run, tmp_path_factory):
+    """Two seconds-long prompt-distillation runs: base-to-novel and domain shift."""
+    from lab.train.prompt_distill import default_config, prompt_distill
+
+    root = tmp_path_factory.mktemp("prompt-runs")
+    quick = [f"student={smoke_run}", "stage1.steps=2", "stage1.shots=2", "stage1.batch_size=32", "train.steps=2",
+             "train.batch_size=16", "data.size=32", "eval.per_style=16"]
+    prompt_distill(default_config([*quick, "method=comkd"]), "b2n", root)
+    prompt_distill(default_config([*quick, "method=promptkd", "protocol=domain"]), "domain", root)
+    return root
+
+
+@pytest.mark.parametrize("protocol, bars", [("base2novel", ["base", "novel", "hm"]),
+                                            ("domain", ["plain", "textured", "sketch", "noisy"])])
+def test_protocols_page_shows_each_protocol(prompt_runs, protocol, bars):
+    at = run_page("protocols", prompt_runs)
+    at.sidebar.selectbox(key="protocol").select(protocol).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    column = "distilled student top1" if protocol == "domain" else "distilled student hm"
+    assert len(table) == 1 and table[column].notna().all()
+    figure = at.get("plotly_chart")[0].proto.spec
+    assert all(f'"{bar}"' in figure for bar in bars) and "distilled student" in figure

@@ -1,0 +1,55 @@
+"""Protocols: base vs novel vs HM, cross-dataset and domain-shift results of the prompt-distillation runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from lab import runs, viz
+from lab.app import data
+from lab.data.shapes import STYLES
+
+MODELS = {"teacher_zeroshot": "teacher zero-shot", "teacher": "tuned teacher",
+          "student_zeroshot": "student zero-shot", "student": "distilled student"}
+HEADLINES = {"base2novel": ("base", "novel", "hm"), "cross": ("top1",), "domain": ("top1", "target_top1")}
+
+
+def protocol_of(run: runs.Run) -> str:
+    return run.config.get("config", {}).get("protocol", "base2novel")
+
+
+def runs_table(found: list[runs.Run], protocol: str) -> pd.DataFrame:
+    rows = []
+    for run in found:
+        cfg = run.config.get("config", {})
+        row = {"run": run.run_id, "method": cfg.get("method"), "label space": cfg.get("label_space"),
+               "seed": run.config.get("seed")}
+        row.update({f"{MODELS[who]} {k}": run.summary.get(f"{who}/{k}") for who in MODELS
+                    for k in HEADLINES[protocol]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def model_scores(run: runs.Run, protocol: str) -> dict[str, dict[str, float]]:
+    """Per model: base/novel/HM (base2novel), top-1 (cross) or top-1 per style (domain)."""
+    if protocol == "domain":
+        return {label: {s: run.summary.get(f"{who}/{s}/top1") for s in STYLES} for who, label in MODELS.items()}
+    return {label: {k: run.summary.get(f"{who}/{k}") for k in HEADLINES[protocol]} for who, label in MODELS.items()}
+
+
+def page() -> None:
+    st.title("Protocols")
+    found = [r for r in data.finished_runs() if r.kind == "promptkd"]
+    if not found:
+        st.info(f"No prompt-distillation runs in `{data.runs_dir()}` yet. Make them with "
+                f"`python -m lab sweep --grid comkd --scale demo` (or `make demo`).")
+        return
+    protocol = st.sidebar.selectbox("Protocol", sorted({protocol_of(r) for r in found}), key="protocol")
+    chosen = [r for r in found if protocol_of(r) == protocol]
+    st.dataframe(runs_table(chosen, protocol), hide_index=True, width="stretch")
+    run = data.pick_run(chosen, key="protocol_run")
+    st.caption(run.summary.get("protocol", protocol))
+    st.plotly_chart(viz.grouped_bars(model_scores(run, protocol), yaxis="top-1 / HM (%)"), width="stretch")
+    if protocol == "domain":
+        st.caption(f"Tuned and distilled on the {run.config['config'].get('source_style', 'plain')} style; "
+                   f"the other styles are domains neither model was adapted to.")
