@@ -170,7 +170,8 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from lab.sweep import check_scale, grid_rows, sweep
+    from lab.grids import check_scale, grid_rows
+    from lab.sweep import sweep
 
     grid_rows(args.grid)  # an unknown grid or scale fails before any work
     scale = "fast" if args.fast else args.scale

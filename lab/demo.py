@@ -1,7 +1,7 @@
 """``python -m lab demo``: produce the embedded-default runs the dashboard shows.
 
 One seed of every grid (``clipkd``, ``cliprd``, ``comkd``) at the ``demo`` budget of
-:mod:`lab.sweep` — minutes on a laptop CPU, rougher numbers than the README's three-seed
+:mod:`lab.grids` — minutes on a laptop CPU, rougher numbers than the README's three-seed
 tables at the full budget. ``--fast`` runs the same grids at the seconds-long ``fast``
 budget (for tests). Finished runs are skipped, so running it again costs nothing; an
 interrupted run is redone from scratch.

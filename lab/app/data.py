@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from lab import runs
-from lab.sweep import TABLES_DIR
+from lab.tables import TABLES_DIR
 
 
 def runs_dir() -> str:

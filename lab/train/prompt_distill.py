@@ -153,7 +153,8 @@ def stage_two_terms(cfg: PromptDistillConfig, student: Student, z: torch.Tensor,
 def _student_spec(cfg: PromptDistillConfig, runs_dir: Path) -> str:
     if cfg.student != "nokd":
         return cfg.student
-    from lab.sweep import NO_KD, train_row
+    from lab.grids import NO_KD
+    from lab.sweep import train_row
 
     return str(train_row(NO_KD, cfg.train.seed, runs_dir, fast=False))
 

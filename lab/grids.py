@@ -1,0 +1,162 @@
+"""The named ablation grids, their budgets ("scales"), run ids, and the papers' number beside each row.
+
+A grid is a list of rows: :class:`Row` (the no-KD student or a distillation objective)
+or :class:`PromptRow` (a prompt-distillation setting). ``lab.sweep`` trains them and
+``lab.tables`` tabulates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lab.errors import LabError
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a grid: the no-KD student (``loss=""``) or a distillation objective (plus distill settings)."""
+
+    label: str
+    loss: str = ""
+    settings: tuple[str, ...] = ()
+    tag: str = ""  # tells apart rows of one objective with different settings
+
+    @property
+    def slug(self) -> str:
+        return (f"kd-{self.loss}" + (f"-{self.tag}" if self.tag else "")) if self.loss else "nokd"
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    """One row of a prompt-distillation grid: ``prompt_distill`` settings (method, protocol, switches)."""
+
+    label: str
+    name: str
+    settings: tuple[str, ...]
+
+    @property
+    def slug(self) -> str:
+        return f"pkd-{self.name}"
+
+
+NO_KD = Row("no KD (task only)")
+CLIPKD = Row("FD+ICL+CRD (CLIP-KD)", "crd+icl+fd")
+
+
+def _comkd_grid() -> list[PromptRow]:
+    """ComKD-CLIP's comparisons and ablations (its Tables 2–6) under each protocol."""
+    b2n = ("protocol=base2novel",)
+    rows = [PromptRow("PromptKD", "promptkd-b2n", (*b2n, "method=promptkd")),
+            PromptRow("ComKD-CLIP", "comkd-b2n", (*b2n, "method=comkd")),
+            PromptRow("ComKD w/o IFAlign", "comkd-no-ifalign-b2n", (*b2n, "method=comkd", "use_ifalign=false")),
+            PromptRow("ComKD w/o EduAttention", "comkd-no-edu-b2n", (*b2n, "method=comkd", "use_edu=false")),
+            PromptRow("ComKD, IFAlign mean only", "comkd-mean-b2n", (*b2n, "method=comkd", "align_variance=false")),
+            PromptRow("ComKD, IFAlign variance only", "comkd-var-b2n", (*b2n, "method=comkd", "align_mean=false")),
+            PromptRow("ComKD, MSE refinement", "comkd-mse-b2n", (*b2n, "method=comkd", "refine=mse")),
+            PromptRow("ComKD, L1 refinement", "comkd-l1-b2n", (*b2n, "method=comkd", "refine=l1")),
+            PromptRow("ComKD, EduAttention text_query", "comkd-textq-b2n",
+                      (*b2n, "method=comkd", "edu_variant=text_query")),
+            PromptRow("TinyCLIP affinity mimicking", "am-b2n", (*b2n, "method=am"))]
+    for target in ("colour_shape", "shape", "colour", "size"):
+        rows += [PromptRow(f"{m} cross colour_shape→{target}", f"{m}-cross-{target}",
+                           ("protocol=cross", f"method={m}", f"label_space={target}")) for m in ("promptkd", "comkd")]
+    rows += [PromptRow(f"{m} domain plain→other styles", f"{m}-domain", ("protocol=domain", f"method={m}"))
+             for m in ("promptkd", "comkd")]
+    return rows
+
+
+GRIDS: dict[str, list] = {
+    # The analogue of CLIP-KD Table 1 plus its baselines.
+    "clipkd": [NO_KD, Row("CRD", "crd"), Row("FD", "fd"), Row("MFD", "mfd"),
+               Row("MFD, full image + second masked forward", "mfd", ("mfd_input=both",), "both"),
+               Row("GD", "gd"), Row("ICL", "icl"),
+               Row("AFD", "afd"), Row("FD+ICL", "fd+icl"), CLIPKD,
+               Row("CLIP-KD +GD", "crd+icl+fd+gd"), Row("CLIP-KD +AFD", "crd+icl+fd+afd"),
+               Row("TinyCLIP affinity mimicking", "am"), Row("Hinton KD (class logits)", "kd")],
+    # CLIP-RD: the CLIP-KD recipe, each relational term alone and added, and the full objective.
+    "cliprd": [NO_KD, CLIPKD, Row("VRD", "vrd"), Row("XRD", "xrd"),
+               Row("CLIP-KD +VRD", "crd+icl+fd+vrd"), Row("CLIP-KD +XRD", "crd+icl+fd+xrd"),
+               Row("CLIP-RD (CLIP-KD +VRD +XRD)", "crd+icl+fd+vrd+xrd")],
+    # The two rows every table compares with: the reference student and the published CLIP-KD recipe.
+    "core": [NO_KD, CLIPKD],
+    # PromptKD vs ComKD-CLIP and ComKD's ablations, under the three protocols.
+    "comkd": _comkd_grid(),
+}
+# The papers' published number beside a row (lab.papers; sources in data/papers/SOURCES.md): the authors'
+# result on real data, shown in its own labelled column and never mixed into the lab's columns.
+_CLIPKD_T1 = {"nokd": "student", "kd-crd": "+CRD", "kd-fd": "+FD", "kd-mfd": "+MFD", "kd-mfd-both": "+MFD",
+              "kd-gd": "+GD", "kd-icl": "+ICL", "kd-afd": "+AFD", "kd-fd+icl": "+FD+ICL",
+              "kd-crd+icl+fd": "+FD+ICL+CRD", "kd-crd+icl+fd+gd": "+FD+ICL+CRD+GD",
+              "kd-crd+icl+fd+afd": "+FD+ICL+CRD+AFD"}
+_CLIPRD = {"nokd": ("student", "CLIP-RD, ImageNet top-1"),
+           "kd-crd+icl+fd": ("CLIP-KD*", "CLIP-RD's re-run of CLIP-KD, ImageNet top-1; CLIP-KD's paper: 42.6"),
+           "kd-crd+icl+fd+vrd+xrd": ("CLIP-RD", "CLIP-RD, ImageNet top-1")}
+_COMKD_SUN397 = {"pkd-comkd-b2n": ("comkd_table6_refinement", {"kd_loss": "KL"}),
+                 "pkd-comkd-mse-b2n": ("comkd_table6_refinement", {"kd_loss": "MSE"}),
+                 "pkd-comkd-l1-b2n": ("comkd_table6_refinement", {"kd_loss": "L1"}),
+                 "pkd-comkd-mean-b2n": ("comkd_table5_alignment", {"alignment": "L_align_mean"}),
+                 "pkd-comkd-var-b2n": ("comkd_table5_alignment", {"alignment": "L_align_var"})}
+PAPER_REFERENCES: dict[str, dict[str, tuple[str, str, dict]]] = {  # grid -> row slug -> (label, table, match)
+    "clipkd": {slug: ("CLIP-KD T1, ImageNet top-1", "clipkd_table1", {"method": m, "metric": "imagenet"})
+               for slug, m in _CLIPKD_T1.items()},
+    "cliprd": {slug: (label, "cliprd_table", {"method": m, "metric": "imagenet"})
+               for slug, (m, label) in _CLIPRD.items()},
+    "comkd": {
+        "pkd-promptkd-b2n": ("PromptKD T1, 11-dataset mean HM", "promptkd_base2novel",
+                             {"method": "PromptKD", "dataset": "Average", "metric": "hm"}),
+        **{slug: ("ComKD-CLIP T5/T6, SUN397 HM", table, {**match, "metric": "hm"})
+           for slug, (table, match) in _COMKD_SUN397.items()},
+        **{f"pkd-{m}-cross-{t}": ("ComKD-CLIP T2, mean top-1 of 10 targets", "comkd_table2_cross",
+                                  {"method": name, "dataset": "Average"})
+           for m, name in (("promptkd", "PromptKD"), ("comkd", "ComKD-CLIP"))
+           for t in ("colour_shape", "shape", "colour", "size")},
+        **{f"pkd-{m}-domain": ("ComKD-CLIP T3, mean top-1 of 4 targets", "comkd_table3_domain",
+                               {"method": name, "dataset": "Average"})
+           for m, name in (("promptkd", "PromptKD"), ("comkd", "ComKD-CLIP"))},
+    },
+}
+
+PAPER_REFERENCES["core"] = PAPER_REFERENCES["clipkd"]
+
+
+def paper_number(grid: str, row) -> tuple[float | None, str]:
+    """The published number the papers give for this row of ``grid`` and its label, or (None, "")."""
+    from lab import papers
+
+    reference = PAPER_REFERENCES.get(grid, {}).get(row.slug)
+    if reference is None:
+        return None, ""
+    label, table, match = reference
+    return papers.value(table, **match), label
+
+
+# Budgets besides the full one (the README's numbers), as config overrides for CLIP rows and prompt rows.
+# "demo": what `make demo` trains — one seed of every grid in minutes on a laptop CPU, numbers rougher
+# than the full budget's; "fast": seconds per run for tests and smoke checks (numbers meaningless).
+SCALES: dict[str, tuple[list[str], list[str]]] = {
+    "full": ([], []),
+    "demo": (["data.size=4096", "train.steps=200", "train.warmup=20", "train.eval_every=100", "eval.per_style=256"],
+             ["stage1.steps=50", "train.steps=400", "data.size=4096", "eval.per_style=256"]),
+    "fast": (["data.size=512", "train.steps=12", "train.batch_size=64", "train.warmup=2", "train.eval_every=0",
+              "train.log_every=4", "eval.per_style=64"],
+             ["stage1.steps=4", "stage1.shots=2", "stage1.batch_size=32", "train.steps=6", "train.batch_size=32",
+              "train.warmup=1", "train.log_every=3", "data.size=128", "eval.per_style=32"]),
+}
+
+
+def check_scale(scale: str) -> None:
+    if scale not in SCALES:
+        raise LabError(f"Unknown scale '{scale}'; choose one of: {', '.join(SCALES)}.")
+
+
+def scale_prefix(scale: str) -> str:
+    return "" if scale == "full" else f"{scale}-"
+
+
+def run_id(row: Row, seed: int, scale: str = "full") -> str:
+    return f"{scale_prefix(scale)}{row.slug}-s{seed}"
+
+
+def grid_rows(name: str) -> list[Row]:
+    if name not in GRIDS:
+        raise LabError(f"Unknown grid '{name}'; choose one of: {', '.join(GRIDS)}.")
+    return GRIDS[name]

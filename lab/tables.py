@@ -1,0 +1,173 @@
+"""Results tables of a grid: mean ± std over seeds, teacher gap closed, geometry, wall time, the paper's number.
+
+Written by ``lab.sweep`` to ``runs/_tables/<scale->grid>.md`` and ``.csv``; the dashboard
+reads the CSVs. Every number is the last step's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from lab import runs
+from lab.grids import NO_KD, PromptRow, grid_rows, paper_number, run_id, scale_prefix
+
+TABLES_DIR = "_tables"
+
+COLUMNS = ("row", "loss", "seeds", "hm", "top1", "base", "novel", "gap_closed", "retrieval_i2t_r1",
+           "cosine_image", "cka_image", "simmat_corr", "wall_time_s")
+SUMMARY_KEYS = {"hm": "hm", "top1": "top1", "base": "base", "novel": "novel",
+                "retrieval_i2t_r1": "retrieval/i2t_r1", "cosine_image": "geometry/cosine_image",
+                "cka_image": "geometry/cka_image", "simmat_corr": "geometry/simmat_corr", "wall_time_s": "wall_time_s"}
+
+
+def gap_closed(hm: float, nokd_hm: float, teacher_hm: float) -> float:
+    """(HM_KD − HM_noKD) / (HM_teacher − HM_noKD), in percent (METHODS.md, "teacher gap closed")."""
+    return 100.0 * (hm - nokd_hm) / (teacher_hm - nokd_hm)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def collect(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str = "full") -> list[dict]:
+    """One record per row: per-seed values and their mean/std for every column."""
+    runs_dir = Path(runs_dir)
+    nokd = {s: runs.read_run(runs_dir / run_id(NO_KD, s, scale)) for s in range(seeds)}
+    records = []
+    for row in grid_rows(grid):
+        per_seed: dict[str, list] = {k: [] for k in (*SUMMARY_KEYS, "gap_closed")}
+        found = []
+        for seed in range(seeds):
+            run = runs.read_run(runs_dir / run_id(row, seed, scale))
+            if not run.complete:
+                continue
+            found.append(seed)
+            for column, key in SUMMARY_KEYS.items():
+                per_seed[column].append(run.summary.get(key))
+            base = nokd[seed]
+            teacher_hm = run.summary.get("teacher/hm")
+            if base.complete and teacher_hm is not None:
+                per_seed["gap_closed"].append(gap_closed(run.summary["hm"], base.summary["hm"], teacher_hm))
+        paper, source = paper_number(grid, row)
+        record = {"row": row.label, "loss": row.loss or "task", "seeds": found, "per_seed": per_seed,
+                  "paper": paper, "paper_source": source}
+        for column, values in per_seed.items():
+            record[column] = mean_std(values)
+        records.append(record)
+    return records
+
+
+def teacher_hm(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str = "full") -> float | None:
+    for seed in range(seeds):
+        run = runs.read_run(Path(runs_dir) / run_id(NO_KD, seed, scale))
+        if run.complete and "teacher/hm" in run.summary:
+            return run.summary["teacher/hm"]
+    return None
+
+
+def _fmt(pair: tuple[float, float], digits: int = 1) -> str:
+    mean, std = pair
+    return "—" if mean != mean else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+PAPER_NOTE = ("paper: the authors' published number for the nearest row, on real data with real CLIP models "
+              "(source in each cell; data/papers/SOURCES.md) — a reference for the ordering, not comparable in "
+              "absolute terms with the lab's columns.")
+
+
+def _paper_cell(record: dict) -> str:
+    return "—" if record["paper"] is None else f"{record['paper']:g} ({record['paper_source']})"
+
+
+def markdown_table(records: list[dict], teacher: float | None) -> str:
+    head = ("| row | seeds | HM | top-1 | base | novel | gap closed % | i→t R@1 | cos (img) | CKA (img) "
+            "| sim-matrix r | wall s | paper |")
+    lines = [head, "|" + "---|" * 13]
+    for r in records:
+        lines.append("| " + " | ".join([
+            r["row"], ",".join(map(str, r["seeds"])) or "none", _fmt(r["hm"]), _fmt(r["top1"]), _fmt(r["base"]),
+            _fmt(r["novel"]), "—" if r["loss"] == "task" else _fmt(r["gap_closed"]), _fmt(r["retrieval_i2t_r1"]),
+            _fmt(r["cosine_image"], 3), _fmt(r["cka_image"], 3), _fmt(r["simmat_corr"], 3),
+            _fmt(r["wall_time_s"], 0), _paper_cell(r)]) + " |")
+    note = (f"\nTeacher HM {teacher:.1f}. " if teacher is not None else "\n") + \
+        "Mean ± std over seeds, last step; HM etc. are zero-shot on the plain-style test set (%). " + PAPER_NOTE
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def csv_table(records: list[dict], columns: Sequence[str] = COLUMNS[3:]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["row", "loss", "seeds"] + [f"{c}_{s}" for c in columns for s in ("mean", "std")]
+                    + ["paper", "paper_source"])
+    for r in records:
+        writer.writerow([r["row"], r["loss"], " ".join(map(str, r["seeds"]))]
+                        + [f"{v:.6g}" for c in columns for v in r[c]]
+                        + ["" if r["paper"] is None else f"{r['paper']:g}", r["paper_source"]])
+    return out.getvalue()
+
+
+# Prompt-distillation grids: each run's headline (HM, target top-1 …) is named in its summary.
+PROMPT_COLUMNS = ("score", "base", "novel", "student_zeroshot", "teacher", "teacher_zeroshot", "alpha", "wall_time_s")
+
+
+def collect_prompt(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str = "full") -> list[dict]:
+    """One record per prompt row: the protocol's headline for the student and its references, mean ± std."""
+    records = []
+    for row in grid_rows(grid):
+        per_seed: dict[str, list] = {k: [] for k in PROMPT_COLUMNS}
+        found, headline, protocol = [], "", ""
+        for seed in range(seeds):
+            run = runs.read_run(Path(runs_dir) / run_id(row, seed, scale))
+            if not run.complete:
+                continue
+            found.append(seed)
+            summary, headline, protocol = run.summary, run.summary["headline"], run.summary["protocol"]
+            values = {"score": summary[headline], "base": summary["base"], "novel": summary["novel"],
+                      "alpha": summary.get("alpha"), "wall_time_s": summary.get("wall_time_s"),
+                      **{who: summary[f"{who}/{headline}"] for who in ("student_zeroshot", "teacher",
+                                                                      "teacher_zeroshot")}}
+            for column in PROMPT_COLUMNS:
+                per_seed[column].append(values[column])
+        paper, source = paper_number(grid, row)
+        records.append({"row": row.label, "loss": row.name, "seeds": found, "headline": headline,
+                        "protocol": protocol.split(" ")[0], "per_seed": per_seed, "paper": paper,
+                        "paper_source": source,
+                        **{c: mean_std(v) for c, v in per_seed.items()}})
+    return records
+
+
+def prompt_markdown_table(records: list[dict]) -> str:
+    lines = ["| row | protocol | seeds | student | metric | base | novel | student zero-shot | tuned teacher "
+             "| teacher zero-shot | α | wall s | paper |", "|" + "---|" * 13]
+    for r in records:
+        lines.append("| " + " | ".join([
+            r["row"], r["protocol"], ",".join(map(str, r["seeds"])) or "none", _fmt(r["score"]), r["headline"],
+            _fmt(r["base"]), _fmt(r["novel"]), _fmt(r["student_zeroshot"]), _fmt(r["teacher"]),
+            _fmt(r["teacher_zeroshot"]), _fmt(r["alpha"], 3), _fmt(r["wall_time_s"], 0), _paper_cell(r)]) + " |")
+    note = ("\nMean ± std over seeds, last step (%). metric: hm = base-to-novel HM on the plain style; top1 = "
+            "top-1 on the target label space (plain style); target_top1 = mean top-1 over the styles the teacher "
+            "and student never saw. base/novel: plain style (domain: the source style). " + PAPER_NOTE)
+    return "\n".join(lines) + "\n" + note + "\n"
+
+
+def write_tables(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str = "full") -> Path:
+    name = f"{scale_prefix(scale)}{grid}"
+    folder = Path(runs_dir) / TABLES_DIR
+    title = f"## {name} ({seeds} seed{'s' if seeds > 1 else ''})\n\n"
+    if isinstance(grid_rows(grid)[0], PromptRow):
+        records = collect_prompt(grid, seeds, runs_dir, scale)
+        markdown, columns = title + prompt_markdown_table(records), PROMPT_COLUMNS
+    else:
+        records = collect(grid, seeds, runs_dir, scale)
+        markdown = title + markdown_table(records, teacher_hm(grid, seeds, runs_dir, scale))
+        columns = COLUMNS[3:]
+    runs.atomic_write_bytes(folder / f"{name}.md", markdown.encode())
+    runs.atomic_write_bytes(folder / f"{name}.csv", csv_table(records, columns).encode())
+    return folder / f"{name}.md"
