@@ -1,14 +1,16 @@
 """Figures shared by the dashboard and the notebooks: plotly, built from run data only.
 
 The embedding maps put teacher and student in one frame: the teacher's points are
-projected on their top two principal axes, the student's on its own, and the student
-map is then rotated (orthogonal Procrustes, with a scale) onto the teacher's so that
-the same item sits in comparable places in both panels.
+projected to 2-D (PCA, or t-SNE), the student's on its own, and the student map is then
+rotated (orthogonal Procrustes, with a scale) onto the teacher's so that the same item
+sits in comparable places in both panels. t-SNE takes seconds, so its maps can be cached
+on disk (``cache=`` a file path; the dashboard keeps them in the run directory).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import plotly.express as px
@@ -39,10 +41,40 @@ def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return scale * s @ rotation
 
 
-def aligned_maps(teacher: np.ndarray, student: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """2-D maps of the same items in both spaces, the student's aligned onto the teacher's."""
-    t2 = pca_2d(teacher)
-    return t2, procrustes(pca_2d(student), t2)
+PROJECTIONS = ("pca", "tsne")
+
+
+def tsne_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """t-SNE coordinates of the rows of ``x`` (cosine distances, PCA initialisation, fixed seed)."""
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
+    return TSNE(2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(
+        np.asarray(x, dtype=np.float64))
+
+
+def aligned_maps(teacher: np.ndarray, student: np.ndarray, method: str = "pca",
+                 cache: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """2-D maps of the same items in both spaces, the student's aligned onto the teacher's.
+
+    With ``cache`` (an ``.npz`` path) the maps are read from it when present and written to it
+    otherwise; an unwritable place only skips the writing.
+    """
+    if method not in PROJECTIONS:
+        raise ValueError(f"Unknown projection '{method}'; choose one of: {', '.join(PROJECTIONS)}.")
+    if cache is not None and Path(cache).is_file():
+        with np.load(cache) as stored:
+            return stored["teacher"], stored["student"]
+    project = pca_2d if method == "pca" else tsne_2d
+    t2 = project(teacher)
+    maps = t2, procrustes(project(student), t2)
+    if cache is not None:
+        try:
+            Path(cache).parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, teacher=maps[0], student=maps[1])
+        except OSError:
+            pass
+    return maps
 
 
 def colour_labels(emb: dict, colour_by: str, n_images: int, n_texts: int = 0) -> list[str]:
@@ -72,14 +104,17 @@ def subsample(emb: dict, n: int, seed: int = 0) -> dict:
     return {k: (v[idx] if (k in PER_ITEM or k.startswith("factor_")) else v) for k, v in emb.items()}
 
 
-def embedding_maps(emb: dict, colour_by: str = "shape", n: int = 1000, with_texts: bool = True) -> go.Figure:
-    """Teacher and student image (and caption) embeddings side by side in aligned 2-D maps."""
+def embedding_maps(emb: dict, colour_by: str = "shape", n: int = 1000, with_texts: bool = True,
+                   method: str = "pca", cache_dir: str | Path | None = None) -> go.Figure:
+    """Teacher and student image (and caption) embeddings side by side in aligned 2-D maps
+    (``method`` pca or tsne; ``cache_dir`` keeps the maps, one file per method, size and modality set)."""
     emb = subsample(emb, n)
     n = len(emb["labels"])
     keys = ("image", "text") if with_texts else ("image",)
     teacher = np.concatenate([emb[f"teacher_{k}"].astype(np.float64) for k in keys])
     student = np.concatenate([emb[f"student_{k}"].astype(np.float64) for k in keys])
-    t2, s2 = aligned_maps(teacher, student)
+    cache = None if cache_dir is None else Path(cache_dir) / f"{method}-{n}-{'both' if with_texts else 'images'}.npz"
+    t2, s2 = aligned_maps(teacher, student, method, cache)
     labels = colour_labels(emb, colour_by, n, n if with_texts else 0)
     hover = [f"image: {c}" for c in emb["captions"]] + ([f"text: {c}" for c in emb["captions"]]
                                                        if with_texts else [])

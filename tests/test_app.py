@@ -99,3 +99,14 @@ def test_protocols_page_shows_each_protocol(prompt_runs, protocol, bars):
     assert len(table) == 1 and table[column].notna().all()
     figure = at.get("plotly_chart")[0].proto.spec
     assert all(f'"{bar}"' in figure for bar in bars) and "distilled student" in figure
+
+
+def test_geometry_page_draws_tsne_and_keeps_it_with_the_run(demo_runs):
+    at = run_page("geometry", demo_runs)
+    projection = next(box for box in at.selectbox if box.label == "Projection")
+    slider = next(s for s in at.slider if s.label == "Items")
+    slider.set_value(200)
+    projection.select("tsne").run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1
+    assert list(demo_runs.glob("*/projections/tsne-200-both.npz"))

@@ -25,6 +25,24 @@ def test_pca_2d_keeps_the_largest_directions():
     assert np.allclose(np.abs(coords[:, 1]), np.abs(x[:, 1] - x[:, 1].mean()))
 
 
+def test_tsne_maps_keep_clusters_and_are_cached(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 5
+    labels = np.repeat(np.arange(3), 20)
+    teacher = centres[labels] + rng.normal(size=(60, 16))
+    student = teacher @ np.linalg.qr(rng.normal(size=(16, 16)))[0]  # the same geometry, rotated
+    cache = tmp_path / "maps" / "tsne.npz"
+    t2, s2 = viz.aligned_maps(teacher, student, "tsne", cache)
+    assert t2.shape == s2.shape == (60, 2) and cache.is_file()
+    within = np.mean([np.linalg.norm(t2[labels == c] - t2[labels == c].mean(0), axis=1).mean() for c in range(3)])
+    between = np.linalg.norm(t2[labels == 0].mean(0) - t2[labels == 1].mean(0))
+    assert between > 3 * within  # the three clusters stay apart
+    again = viz.aligned_maps(np.zeros((60, 16)), np.zeros((60, 16)), "tsne", cache)
+    assert np.array_equal(again[0], t2) and np.array_equal(again[1], s2)  # read back, not recomputed
+    with pytest.raises(ValueError, match="Unknown projection 'umap'"):
+        viz.aligned_maps(teacher, student, "umap")
+
+
 def test_similarity_matrices_by_hand():
     emb = {"labels": np.array([1, 0, 1, 0]),
            "teacher_image": np.eye(4)[:, :3] + 0.0, "teacher_text": np.eye(4)[:, :3] + 0.0,
