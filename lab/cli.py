@@ -30,7 +30,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lab.train.pretrain import PRESETS
+    from lab.train.presets import PRESETS
 
     parser = _Parser(prog="python -m lab", description="CLIP knowledge-distillation lab.")
     sub = parser.add_subparsers(dest="command", metavar="command", parser_class=_Parser)
@@ -250,7 +250,7 @@ def _cmd_cost(args) -> int:
 
 def _cmd_presets(args) -> int:
     from lab.models.zoo import PRESETS as MODEL_PRESETS
-    from lab.train.pretrain import PRESETS
+    from lab.train.presets import PRESETS
 
     print("pretraining presets:")
     for name, overrides in PRESETS.items():
