@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import time
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,7 @@ from lab.models import zoo
 from lab.train.cache import teacher_embeddings
 from lab.errors import LabError
 from lab.train.distill import DistillStep, load_teacher
-from lab.train.loop import resolve_device
+from lab.train.loop import resolve_device, timed
 
 # MFD with the other terms on full images and a second, masked forward (distill's mfd_input=both).
 MFD_BOTH = "mfd(both)"
@@ -96,15 +95,12 @@ def _median_step_times(configs: dict, batches: list, rounds: int, steps: int, de
     for r in range(rounds):
         for key, (step, optimizer) in configs.items():
             if dev.type == "cuda":
-                torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats(dev)
-            t0 = time.perf_counter()
-            for i in range(steps):
-                _train_step(step, optimizer, batches[i % len(batches)], precision)
+            seconds = timed(lambda: [_train_step(step, optimizer, batches[i % len(batches)], precision)
+                                     for i in range(steps)], dev)
             if dev.type == "cuda":
-                torch.cuda.synchronize()
                 peak[key] = max(peak[key] or 0.0, torch.cuda.max_memory_allocated(dev) / 2**20)
-            times[key].append((time.perf_counter() - t0) / steps)
+            times[key].append(seconds / steps)
         progress(f"round {r + 1}/{rounds} done")
     return {key: statistics.median(v) for key, v in times.items()}, peak
 

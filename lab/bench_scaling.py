@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from lab.data.shapes import ShapesWorld, StreamSpec
 from lab.losses.objective import Embeddings, Objective
-from lab.train.loop import resolve_device
+from lab.train.loop import resolve_device, timed
 
 SCALING_TERMS = ("crd", "fd", "gd", "icl", "vrd", "xrd")
 BATCH_SIZES = (128, 512, 2048)
@@ -44,16 +44,11 @@ def _time_objective(objective: Objective, n: int, d: int, dev: torch.device, rep
     student = [torch.randn(n, d, generator=g).to(dev).requires_grad_() for _ in range(2)]
     teacher = [F.normalize(torch.randn(n, d, generator=g), dim=-1).to(dev) for _ in range(2)]
     scale = torch.tensor(50.0, device=dev, requires_grad=True)
-    times = []
-    for _ in range(repeats + 1):  # the first call warms up
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+    def step():
         sum(objective(Embeddings(*student, scale, *teacher, 50.0)).values()).backward()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+
+    times = [timed(step, dev) for _ in range(repeats + 1)]
+    return statistics.median(times[1:])  # the first call warms up
 
 
 def loss_scaling(names=SCALING_TERMS, batch_sizes=BATCH_SIZES, widths=WIDTHS, device: str = "auto",

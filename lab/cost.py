@@ -16,7 +16,6 @@ import io
 import json
 import math
 import statistics
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from lab.errors import LabError
 from lab.eval.suite import EvalConfig, evaluation_set
 from lab.models import zoo
 from lab.train.distill import load_teacher
-from lab.train.loop import resolve_device
+from lab.train.loop import resolve_device, timed
 
 ONNX_TOLERANCE = 1e-4  # max |ONNX Runtime - PyTorch| of the raw (unnormalised) embeddings
 STUDENT_KINDS = ("pretrain", "distill")
@@ -142,13 +141,7 @@ def latency(clips: dict[str, zoo.ClipModel], batch_size: int = 256, device: str 
             fn(x)
         for _ in range(rounds):
             for key, (fn, x) in calls.items():
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                fn(x)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                times[key].append(time.perf_counter() - t0)
+                times[key].append(timed(lambda: fn(x), dev))
     return {name: Latency(batch_size, statistics.median(times[name, "image"]), statistics.median(times[name, "text"]))
             for name in clips}
 

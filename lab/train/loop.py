@@ -38,6 +38,17 @@ class TrainConfig:
     threads: int = 0
 
 
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock seconds of ``fn()``; on CUDA the queued kernels are waited for before and after."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
