@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-cache-dir -r requirements.txt
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)

@@ -33,6 +33,25 @@ def test_trimmed_padding_changes_no_text_feature(clip):
         assert torch.allclose(P.encode_text(clip.model, trimmed), clip.model.encode_text(tokens), atol=1e-5)
 
 
+def test_text_batches_share_one_lookup_and_change_nothing(clip):
+    captions = clip.tokenize(["a photo of a red circle.", "a large blue star on a striped background"])
+    classes = P.trim_padding(clip.model, clip.tokenize(["a photo of a red circle.", "a photo of a cross."]))
+    clip.model.zero_grad()
+    together = P.encode_text_batches(clip.model, captions, classes)
+    sum(f.square().sum() for f in together).backward()
+    grads_together = {n: p.grad.clone() for n, p in clip.model.named_parameters() if p.grad is not None}
+    clip.model.zero_grad()
+    apart = [clip.model.encode_text(captions), P.encode_text(clip.model, classes)]
+    sum(f.square().sum() for f in apart).backward()
+    for a, b in zip(together, apart):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert "token_embedding.weight" in grads_together or "text.token_embedding.weight" in grads_together
+    for name, p in clip.model.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(grads_together[name], p.grad, atol=1e-5), name
+    clip.model.zero_grad(set_to_none=True)
+
+
 def test_only_prompts_receive_gradients(clip):
     clip.model.requires_grad_(False)
     visual = P.DeepPrompts(4, 2, clip.model.visual.conv1.out_channels)

@@ -91,9 +91,28 @@ def text_tower(model):
 def encode_text(model, tokens: torch.Tensor, prompts: DeepPrompts | None = None) -> torch.Tensor:
     """Unnormalised text features with deep text prompts after SOS (tokens from :func:`prompt_texts`)."""
     tower = text_tower(model)
+    return _encode_embedded(tower, tower.token_embedding(tokens), tokens, prompts)
+
+
+def encode_text_batches(model, *token_batches: torch.Tensor) -> list[torch.Tensor]:
+    """Unnormalised text features of several token batches (of any lengths), one token-embedding lookup for all.
+
+    Equal to :func:`encode_text` on each batch. The point is the backward pass: the token
+    embedding's gradient is a dense vocabulary × width tensor (49,408 × W), built and
+    accumulated once instead of once per batch — for a small text tower that costs more
+    than the transformer itself.
+    """
+    tower = text_tower(model)
+    flat = tower.token_embedding(torch.cat([t.flatten() for t in token_batches]))
+    embedded = flat.split([t.numel() for t in token_batches])
+    return [_encode_embedded(tower, x.view(*t.shape, -1), t) for x, t in zip(embedded, token_batches)]
+
+
+def _encode_embedded(tower, x: torch.Tensor, tokens: torch.Tensor, prompts: DeepPrompts | None = None) -> torch.Tensor:
+    """The text tower after its token embedding: prompts, positions, causal blocks, EOT pooling, projection."""
     _check_depth(prompts, len(tower.transformer.resblocks))
     cast = tower.transformer.get_cast_dtype()
-    x = tower.token_embedding(tokens).to(cast)
+    x = x.to(cast)
     if prompts is not None:
         n = prompts.length
         x = torch.cat([x[:, :1], prompts.at(0, x.shape[0]).to(cast), x[:, 1 + n:]], dim=1)

@@ -26,7 +26,7 @@ from lab.eval.suite import Embedded, EvalConfig, encode_texts, evaluate, evaluat
 from lab.losses.functional import clip_loss, masked_encode_image
 from lab.losses.objective import Embeddings, Objective
 from lab.models import zoo
-from lab.models.prompts import encode_text, trim_padding
+from lab.models.prompts import encode_text_batches, trim_padding
 from lab.train.cache import TeacherCache
 from lab.train.loop import Trainer, TrainConfig, resolve_device, rng_states, seed_everything
 from lab.train.pretrain import PRESETS, clamp_logit_scale
@@ -110,12 +110,16 @@ class DistillStep:
             masked_raw = masked_encode_image(model.visual, images, self.mask_ratio, self.generator)
         only_masked = masked_raw is not None and self.mfd_input == "masked"
         image_raw = masked_raw if only_masked else model.encode_image(images)
-        text_raw, scale = model.encode_text(tokens), model.logit_scale.exp()
+        scale = model.logit_scale.exp()
+        if objective.needs_class_texts:  # captions and class prompts share one token-embedding lookup
+            text_raw, class_text_raw = encode_text_batches(model, tokens, self.class_tokens)
+        else:
+            text_raw = model.encode_text(tokens)
         if not objective.names:
             return {"task": clip_loss(F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1), scale)}
         e = Embeddings(image_raw, text_raw, scale, *self.teacher_outputs(batch, images), masked_image_raw=masked_raw)
         if objective.needs_class_texts:
-            e.class_text_raw, e.teacher_class_text = encode_text(model, self.class_tokens), self.teacher_classes
+            e.class_text_raw, e.teacher_class_text = class_text_raw, self.teacher_classes
         return objective(e)
 
 
