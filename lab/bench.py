@@ -10,7 +10,6 @@ alike; the result is a ratio to the no-KD step, not an absolute time.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 from dataclasses import dataclass
 
@@ -22,13 +21,11 @@ from lab.data.shapes import label_space
 from lab.losses.objective import RECIPES, TERMS, Objective
 from lab.models import zoo
 from lab.train.cache import teacher_embeddings
-from lab.errors import LabError
 from lab.train.distill import DistillStep, load_teacher
-from lab.train.loop import resolve_device, timed
+from lab.train.loop import autocast as _autocast, resolve_device, timed
 
 # MFD with the other terms on full images and a second, masked forward (distill's mfd_input=both).
 MFD_BOTH = "mfd(both)"
-PRECISIONS = ("fp32", "bf16")
 # Issue budgets for the cached step relative to no-KD: GD's closed-form gradients cost more.
 BUDGET = {"gd": 1.5}
 DEFAULT_BUDGET = 1.15
@@ -66,14 +63,6 @@ class StepCost:
         return {"name": self.name, "cached_s": self.cached_s, "online_s": self.online_s, "nokd_s": self.nokd_s,
                 "cached_ratio": self.cached_ratio, "online_ratio": self.online_ratio, "budget": self.budget,
                 "images_per_s": self.images_per_s, "peak_mb": self.peak_mb}
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision not in PRECISIONS:
-        raise LabError(f"Unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}.")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def _train_step(step_fn, optimizer, batch, precision: str = "fp32") -> None:

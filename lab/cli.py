@@ -25,6 +25,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="", help="run id (default: <preset>-seed<seed>-<time>)")
     p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run --name from its last checkpoint (same settings)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides by dotted key, e.g. train.steps=200")
 
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time the prompt-distillation stage-2 step (PromptKD, ComKD-CLIP) instead")
     p.add_argument("--scaling", action="store_true",
                    help="time the loss terms alone over batch sizes and widths, and the data generation, instead")
+    p.add_argument("--dashboard", action="store_true",
+                   help="time switching the dashboard's pages and runs in headless Chromium (runs of 5,120 "
+                        "embedded items), instead")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("cost", help="teacher vs student parameters, FLOPs, latency and throughput beside each "
@@ -94,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also export the student with the best HM to ONNX in DIR and check it against PyTorch")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    p = sub.add_parser("screenshots", help="a PNG of every dashboard page, taken in headless Chromium")
+    p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="the runs the dashboard shows")
+    p.add_argument("--out", default="docs/screenshots", help="where the PNG files go")
+
     sub.add_parser("presets", help="list the pretraining presets and model presets")
 
     p = sub.add_parser("demo", help="one seed of every grid at the demo budget, for the dashboard (skips finished runs)")
@@ -103,15 +112,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_id(args, prefix: str, seed: int) -> str:
+    if args.resume and not args.name:
+        raise LabError("--resume needs --name, the run to continue.")
     return args.name or f"{prefix}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _main_process() -> bool:
+    """False on every torchrun process but rank 0 (they train and write nothing)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _cmd_pretrain(args) -> int:
     from lab.train.pretrain import pretrain, preset_config
 
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise LabError("pretrain runs in one process; launch it without torchrun (distill and promptkd run "
+                       "under torchrun).")
     cfg = preset_config(args.preset, args.overrides)
     run_id = _run_id(args, args.preset, cfg.train.seed)
-    path = pretrain(cfg, run_id, args.runs_dir, overwrite=args.overwrite)
+    path = pretrain(cfg, run_id, args.runs_dir, overwrite=args.overwrite, resume=args.resume)
     summary = json.loads((path / "summary.json").read_text())
     print(f"run written to {path}")
     print(format_metrics(summary))
@@ -132,7 +151,9 @@ def _cmd_distill(args) -> int:
                  "variant": args.variant}
     cfg = apply_overrides(default_config(overrides), args.overrides)
     run_id = _run_id(args, f"distill-{args.loss.replace('+', '-')}", cfg.train.seed)
-    path = distill(cfg, run_id, args.runs_dir, overwrite=args.overwrite)
+    path = distill(cfg, run_id, args.runs_dir, overwrite=args.overwrite, resume=args.resume)
+    if not _main_process():
+        return 0
     print(f"run written to {path}")
     print(format_metrics(json.loads((path / "summary.json").read_text())))
     return 0
@@ -144,7 +165,9 @@ def _cmd_promptkd(args) -> int:
 
     cfg = apply_overrides(default_config({"method": args.method, "protocol": args.protocol}), args.overrides)
     run_id = _run_id(args, f"{args.method}-{args.protocol}", cfg.train.seed)
-    path = prompt_distill(cfg, run_id, args.runs_dir, overwrite=args.overwrite)
+    path = prompt_distill(cfg, run_id, args.runs_dir, overwrite=args.overwrite, resume=args.resume)
+    if not _main_process():
+        return 0
     summary = json.loads((path / "summary.json").read_text())
     print(f"run written to {path}\n{summary['protocol']}")
     keys = {"base2novel": ("base", "novel", "hm"), "cross": ("top1",), "domain": ("top1", "target_top1")}[cfg.protocol]
@@ -203,6 +226,13 @@ def _cmd_bench(args) -> int:
                               "loss_scaling": [{**vars(c), "ratio": c.ratio} for c in scaling]}, indent=2))
         else:
             print(format_scaling(scaling, items_per_s, machine_description()))
+        return 0
+    if args.dashboard:
+        from lab.bench_dashboard import dashboard_times, format_times
+
+        times = dashboard_times(args.rounds, progress=progress)
+        print(json.dumps({"device": machine_description(), "dashboard": times}, indent=2) if args.json
+              else format_times(times, machine_description()))
         return 0
     if args.prompt:
         costs = prompt_step_costs(args.batch_size, args.rounds, args.steps, args.device, progress)
@@ -290,9 +320,17 @@ def format_metrics(m: dict) -> str:
     return "\n".join(lines)
 
 
+def _cmd_screenshots(args) -> int:
+    from lab.app.browser import screenshots
+
+    for path in screenshots(args.runs_dir, args.out):
+        print(path)
+    return 0
+
+
 COMMANDS = {"pretrain": _cmd_pretrain, "distill": _cmd_distill, "promptkd": _cmd_promptkd, "eval": _cmd_eval,
             "sweep": _cmd_sweep, "bench": _cmd_bench, "cost": _cmd_cost, "presets": _cmd_presets,
-            "demo": _cmd_demo}
+            "demo": _cmd_demo, "screenshots": _cmd_screenshots}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished runs and the last checkpoint are kept.", file=sys.stderr)
+        print("interrupted; finished runs and the last checkpoint are kept (continue with --resume --name RUN).",
+              file=sys.stderr)
         return 130
 
 

@@ -118,10 +118,15 @@ class RunWriter:
             f.write(json.dumps(record, default=_json_default) + "\n")
 
     def truncate_metrics(self, last_step: int) -> None:
-        """Drop records after ``last_step`` (used when resuming from a checkpoint)."""
+        """Drop records after ``last_step`` and torn lines (used when resuming from a checkpoint).
+
+        Records without a step (a prompt run's stage 1) stay when there is a checkpoint to
+        resume from and go when the run restarts from scratch (``last_step`` 0).
+        """
         path = self.path / METRICS
         if path.exists():
-            keep = [line for line in path.read_text().splitlines() if _step_of(line) <= last_step]
+            lines = path.read_text().splitlines() if last_step else []
+            keep = [line for line in lines if _step_of(line) <= last_step]
             atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
     def save_checkpoint(self, state: dict) -> Path:
@@ -135,6 +140,28 @@ class RunWriter:
 
     def finish(self, summary: dict) -> None:
         atomic_write_json(self.path / SUMMARY, summary)
+
+
+class SilentWriter(RunWriter):
+    """The writer of every process but rank 0 under torchrun: it knows the run's path and writes nothing."""
+
+    def __init__(self, root: str | Path, run_id: str):
+        self.path, self.run_id, self.started = Path(root) / run_id, run_id, time.time()
+
+    def log(self, record: dict) -> None:
+        pass
+
+    def truncate_metrics(self, last_step: int) -> None:
+        pass
+
+    def save_checkpoint(self, state: dict) -> Path:
+        return self.path / CHECKPOINT
+
+    def save_embeddings(self, arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+    def finish(self, summary: dict) -> None:
+        pass
 
 
 def _step_of(line: str) -> float:

@@ -1,23 +1,31 @@
-"""Figures shared by the dashboard and the notebooks: plotly, built from run data only.
+"""Figures shared by the dashboard and the notebooks, built from run data only (plotly; Altair for the maps).
 
 The embedding maps put teacher and student in one frame: the teacher's points are
-projected to 2-D (PCA, or t-SNE), the student's on its own, and the student map is then
-rotated (orthogonal Procrustes, with a scale) onto the teacher's so that the same item
-sits in comparable places in both panels. t-SNE takes seconds, so its maps can be cached
-on disk (``cache=`` a file path; the dashboard keeps them in the run directory).
+projected to 2-D (PCA, t-SNE or UMAP), the student's on its own, and the student map is
+then rotated (orthogonal Procrustes, with a scale) onto the teacher's so that the same item
+sits in comparable places in both panels. t-SNE and UMAP take seconds, so their maps can be
+cached on disk (``cache=`` a file path; the dashboard keeps them in the run directory).
+The maps are Altair charts because their tooltips can show an image: hovering a point shows
+the item's picture (re-rendered from its stored ShapesWorld factors) and caption, and
+highlights the same item in the other panel.
 """
 
 from __future__ import annotations
 
+import base64
+import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import altair as alt
 import numpy as np
-import plotly.express as px
+import pandas as pd
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.subplots import make_subplots
 
-from lab.data.shapes import COLOUR_NAMES, SHAPES, SIZES, STYLES
+from lab.data.shapes import COLOUR_NAMES, SHAPES, SIZES, STYLES, ShapesWorld
 
 FACTOR_NAMES = {"shape": SHAPES, "colour": COLOUR_NAMES, "size": SIZES, "style": STYLES}
 
@@ -41,7 +49,7 @@ def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return scale * s @ rotation
 
 
-PROJECTIONS = ("pca", "tsne")
+PROJECTIONS = ("pca", "tsne", "umap")
 
 
 def tsne_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -51,6 +59,19 @@ def tsne_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
     return TSNE(2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(
         np.asarray(x, dtype=np.float64))
+
+
+def umap_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """UMAP coordinates of the rows of ``x`` (cosine metric, 15 neighbours, fixed seed).
+
+    umap-learn compiles its kernels with numba on first use: ~20 s in a fresh process.
+    """
+    from umap import UMAP
+
+    with warnings.catch_warnings():  # "n_jobs overridden by setting random_state": wanted, for reproducible maps
+        warnings.simplefilter("ignore", UserWarning)
+        return UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), metric="cosine", random_state=seed,
+                    init="pca" if len(x) > 3 else "random").fit_transform(np.asarray(x, dtype=np.float32))
 
 
 def aligned_maps(teacher: np.ndarray, student: np.ndarray, method: str = "pca",
@@ -65,7 +86,7 @@ def aligned_maps(teacher: np.ndarray, student: np.ndarray, method: str = "pca",
     if cache is not None and Path(cache).is_file():
         with np.load(cache) as stored:
             return stored["teacher"], stored["student"]
-    project = pca_2d if method == "pca" else tsne_2d
+    project = {"pca": pca_2d, "tsne": tsne_2d, "umap": umap_2d}[method]
     t2 = project(teacher)
     maps = t2, procrustes(project(student), t2)
     if cache is not None:
@@ -95,43 +116,82 @@ def colour_labels(emb: dict, colour_by: str, n_images: int, n_texts: int = 0) ->
 PER_ITEM = ("student_image", "student_text", "teacher_image", "teacher_text", "labels", "captions")
 
 
-def subsample(emb: dict, n: int, seed: int = 0) -> dict:
-    """At most ``n`` items drawn evenly from every style (the test set is stored style by style)."""
-    total = len(emb["labels"])
+def sample_indices(total: int, n: int, seed: int = 0) -> np.ndarray:
+    """At most ``n`` of ``total`` item indices, in order, drawn evenly from every style
+    (the test set is stored style by style)."""
     if n >= total:
-        return emb
-    idx = np.sort(np.random.default_rng(seed).permutation(total)[:n])
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).permutation(total)[:n])
+
+
+def subsample(emb: dict, n: int, seed: int = 0) -> dict:
+    """The per-item arrays of ``emb`` restricted to :func:`sample_indices`."""
+    idx = sample_indices(len(emb["labels"]), n, seed)
     return {k: (v[idx] if (k in PER_ITEM or k.startswith("factor_")) else v) for k, v in emb.items()}
 
 
+THUMBNAIL_FACTORS = ("shape", "colour", "size", "style", "rotation", "cx", "cy", "radius", "colour_jitter",
+                     "background", "noise_seed")
+
+
+def thumbnails(emb: dict, size: int = 48) -> list[str] | None:
+    """Each item's picture as a WebP data URL (≈ 0.9 kB at 48 px), re-rendered from its stored
+    ShapesWorld factors; ``None`` when the run did not store them (embeddings of another dataset)."""
+    if any(f"factor_{k}" not in emb for k in THUMBNAIL_FACTORS):
+        return None
+    images = ShapesWorld(image_size=size).render({k: emb[f"factor_{k}"] for k in THUMBNAIL_FACTORS})
+    urls = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="WEBP", quality=80)
+        urls.append("data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode())
+    return urls
+
+
 def embedding_maps(emb: dict, colour_by: str = "shape", n: int = 1000, with_texts: bool = True,
-                   method: str = "pca", cache_dir: str | Path | None = None) -> go.Figure:
-    """Teacher and student image (and caption) embeddings side by side in aligned 2-D maps
-    (``method`` pca or tsne; ``cache_dir`` keeps the maps, one file per method, size and modality set)."""
-    emb = subsample(emb, n)
-    n = len(emb["labels"])
+                   method: str = "pca", cache_dir: str | Path | None = None,
+                   images: Sequence[str] | None = None) -> alt.HConcatChart:
+    """Teacher and student image (and caption) embeddings side by side in aligned 2-D maps.
+
+    ``method`` pca, tsne or umap; ``cache_dir`` keeps the maps, one file per method, size and
+    modality set. Hovering a point shows its caption and, given ``images`` (one data URL per
+    item of ``emb``, e.g. :func:`thumbnails`), its picture; the same item is highlighted in
+    both panels.
+    """
+    idx = sample_indices(len(emb["labels"]), n)
+    emb, n = subsample(emb, n), len(idx)
     keys = ("image", "text") if with_texts else ("image",)
     teacher = np.concatenate([emb[f"teacher_{k}"].astype(np.float64) for k in keys])
     student = np.concatenate([emb[f"student_{k}"].astype(np.float64) for k in keys])
     cache = None if cache_dir is None else Path(cache_dir) / f"{method}-{n}-{'both' if with_texts else 'images'}.npz"
     t2, s2 = aligned_maps(teacher, student, method, cache)
-    labels = colour_labels(emb, colour_by, n, n if with_texts else 0)
-    hover = [f"image: {c}" for c in emb["captions"]] + ([f"text: {c}" for c in emb["captions"]]
-                                                       if with_texts else [])
-    symbols = ["circle"] * n + (["x"] * n if with_texts else [])
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("teacher", "student (aligned to the teacher)"))
-    palette = px.colors.qualitative.Dark24
-    categories = list(dict.fromkeys(labels))
-    for i, category in enumerate(categories):
-        idx = [j for j, label in enumerate(labels) if label == category]
-        for col, coords in ((1, t2), (2, s2)):
-            fig.add_trace(go.Scattergl(
-                x=coords[idx, 0], y=coords[idx, 1], mode="markers", name=category, legendgroup=category,
-                showlegend=col == 1, marker=dict(size=5, color=palette[i % len(palette)],
-                                                 symbol=[symbols[j] for j in idx], opacity=0.75),
-                text=[hover[j] for j in idx], hovertemplate="%{text}<extra></extra>"), row=1, col=col)
-    fig.update_layout(height=520, legend_title_text=colour_by, margin=dict(t=40, l=10, r=10, b=10))
-    return fig
+    items = np.tile(np.arange(n), len(keys))
+    points = pd.DataFrame({
+        "item": items, "modality": np.repeat(keys, n), colour_by: colour_labels(emb, colour_by, n, n if with_texts else 0),
+        "caption": np.asarray(emb["captions"])[items],
+        "teacher_x": t2[:, 0], "teacher_y": t2[:, 1], "student_x": s2[:, 0], "student_y": s2[:, 1]})
+    tooltip = ["caption:N", f"{colour_by}:N", "modality:N"]
+    chart = alt.Chart(points)
+    if images is not None:
+        pictures = pd.DataFrame({"item": np.arange(n), "image": np.asarray(images)[idx]})
+        chart = chart.transform_lookup(lookup="item", from_=alt.LookupData(pictures, "item", ["image"]))
+        tooltip = ["image:N", *tooltip]  # vega-tooltip draws the field named "image" as a picture
+    hover = alt.selection_point(on="pointerover", fields=["item"], nearest=True, empty=False, clear="pointerout")
+    base = chart.mark_point(filled=True).encode(
+        color=alt.Color(f"{colour_by}:N", scale=alt.Scale(scheme="category20")),
+        shape=alt.Shape("modality:N", scale=alt.Scale(domain=["image", "text"], range=["circle", "cross"])),
+        size=alt.condition(hover, alt.value(220), alt.value(22)),
+        opacity=alt.condition(hover, alt.value(1.0), alt.value(0.7)),
+        stroke=alt.condition(hover, alt.value("black"), alt.value(None)),
+        tooltip=tooltip)
+    panels = [base.encode(x=alt.X(f"{model}_x:Q", axis=None, scale=alt.Scale(zero=False)),
+                          y=alt.Y(f"{model}_y:Q", axis=None, scale=alt.Scale(zero=False)))
+              .properties(title=title, width=430, height=430)
+              for model, title in (("teacher", "teacher"), ("student", "student (aligned to the teacher)"))]
+    with warnings.catch_warnings():  # one hover selection shared by both panels is the point, not a clash
+        warnings.filterwarnings("ignore", "Automatically deduplicated selection parameter", UserWarning)
+        maps = alt.hconcat(*panels).add_params(hover)
+    return maps.resolve_scale(x="shared", y="shared").configure_view(stroke="#ddd")
 
 
 def class_sorted_subset(labels: np.ndarray, per_class: int = 1) -> np.ndarray:
@@ -213,4 +273,20 @@ def grouped_bars(values: dict[str, dict[str, float]], yaxis: str = "%") -> go.Fi
     """One bar group per inner key (e.g. base, novel, HM, or a style), one colour per outer key (e.g. a model)."""
     fig = go.Figure([go.Bar(name=name, x=list(bars), y=list(bars.values())) for name, bars in values.items()])
     fig.update_layout(barmode="group", yaxis_title=yaxis, height=420, margin=dict(t=30, l=10, r=10, b=10))
+    return fig
+
+
+def image_grid(images: np.ndarray, titles: Sequence[str] | None = None, columns: int = 8) -> go.Figure:
+    """uint8 images (N, H, W, 3) in a grid, each titled (e.g. with its caption) when ``titles`` is given."""
+    images = np.asarray(images)
+    rows = -(-len(images) // columns)
+    titles = list(titles) if titles is not None else None
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=titles, horizontal_spacing=0.01,
+                        vertical_spacing=0.08)
+    for i, image in enumerate(images):
+        fig.add_trace(go.Image(z=image), row=i // columns + 1, col=i % columns + 1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_annotations(font_size=9)
+    fig.update_layout(height=40 + 150 * rows, margin=dict(t=30, l=10, r=10, b=10))
     return fig

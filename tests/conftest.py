@@ -27,3 +27,16 @@ def demo_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo-runs")
     sweep("core", seeds=2, runs_dir=root, scale="fast")
     return root
+
+
+@pytest.fixture(scope="session")
+def prompt_runs(smoke_run, tmp_path_factory):
+    """Two seconds-long prompt-distillation runs: base-to-novel and domain shift."""
+    from lab.train.prompt_distill import default_config, prompt_distill
+
+    root = tmp_path_factory.mktemp("prompt-runs")
+    quick = [f"student={smoke_run}", "stage1.steps=2", "stage1.shots=2", "stage1.batch_size=32", "train.steps=2",
+             "train.batch_size=16", "data.size=32", "eval.per_style=16"]
+    prompt_distill(default_config([*quick, "method=comkd"]), "b2n", root)
+    prompt_distill(default_config([*quick, "method=promptkd", "protocol=domain"]), "domain", root)
+    return root

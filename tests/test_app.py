@@ -37,11 +37,15 @@ def test_every_page_without_runs_says_how_to_make_them(page, tmp_path):
     assert any(("make demo" in i.value) or ("python -m lab sweep" in i.value) for i in at.info)
 
 
-@pytest.mark.parametrize("page", ["geometry", "similarity", "ablations", "curves"])
+CHARTS = {"geometry": "vega_lite_chart", "similarity": "plotly_chart", "ablations": "plotly_chart",
+          "curves": "plotly_chart"}
+
+
+@pytest.mark.parametrize("page", list(CHARTS))
 def test_every_page_draws_from_fixture_runs(page, demo_runs):
     at = run_page(page, demo_runs)
     assert not at.exception
-    assert len(at.get("plotly_chart")) >= 1
+    assert len(at.get(CHARTS[page])) >= 1
 
 
 def test_overview_lists_runs_and_broken_ones(tmp_path, smoke_run):
@@ -75,19 +79,6 @@ def test_ablations_page_shows_a_prompt_grid_table_with_its_paper_column(tmp_path
     assert table.loc[table["row"] == "PromptKD", "paper"].iloc[0] == 83.73
 
 
-@pytest.fixture(scope="module")
-def prompt_runs(smoke_run, tmp_path_factory):
-    """Two seconds-long prompt-distillation runs: base-to-novel and domain shift."""
-    from lab.train.prompt_distill import default_config, prompt_distill
-
-    root = tmp_path_factory.mktemp("prompt-runs")
-    quick = [f"student={smoke_run}", "stage1.steps=2", "stage1.shots=2", "stage1.batch_size=32", "train.steps=2",
-             "train.batch_size=16", "data.size=32", "eval.per_style=16"]
-    prompt_distill(default_config([*quick, "method=comkd"]), "b2n", root)
-    prompt_distill(default_config([*quick, "method=promptkd", "protocol=domain"]), "domain", root)
-    return root
-
-
 @pytest.mark.parametrize("protocol, bars", [("base2novel", ["base", "novel", "hm"]),
                                             ("domain", ["plain", "textured", "sketch", "noisy"])])
 def test_protocols_page_shows_each_protocol(prompt_runs, protocol, bars):
@@ -101,12 +92,27 @@ def test_protocols_page_shows_each_protocol(prompt_runs, protocol, bars):
     assert all(f'"{bar}"' in figure for bar in bars) and "distilled student" in figure
 
 
-def test_geometry_page_draws_tsne_and_keeps_it_with_the_run(demo_runs):
+@pytest.mark.parametrize("method", ["tsne", "umap"])
+def test_geometry_page_draws_each_projection_and_keeps_it_with_the_run(demo_runs, method):
     at = run_page("geometry", demo_runs)
     projection = next(box for box in at.selectbox if box.label == "Projection")
-    slider = next(s for s in at.slider if s.label == "Items")
+    slider = next(s for s in at.select_slider if s.label == "Items")
     slider.set_value(200)
-    projection.select("tsne").run()
+    projection.select(method).run()
     assert not at.exception
-    assert len(at.get("plotly_chart")) == 1
-    assert list(demo_runs.glob("*/projections/tsne-200-both.npz"))
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert [panel["title"] for panel in spec["hconcat"]] == ["teacher", "student (aligned to the teacher)"]
+    tooltip = [t["field"] for t in spec["hconcat"][0]["encoding"]["tooltip"]]
+    assert tooltip[:2] == ["image", "caption"]  # hover: the item's picture, then its caption
+    assert list(demo_runs.glob(f"*/projections/{method}-200-both.npz"))
+
+
+def test_overview_filters_runs_and_links_a_selected_run_to_its_pages(demo_runs):
+    at = run_page("overview", demo_runs)
+    everything = at.dataframe[0].value
+    at.text_input[0].input("nokd").run()
+    assert not at.exception
+    shown = at.dataframe[0].value
+    assert 0 < len(shown) < len(everything) and shown["run"].str.contains("nokd").all()
+    at.selectbox(key="overview_open").select(shown["run"].iloc[0]).run()
+    assert [b.label for b in at.button] == ["Embedding geometry →", "Similarity matrices →", "Training curves →"]

@@ -56,3 +56,24 @@ def test_broken_runs_are_listed_with_their_problems(tmp_path):
     assert "lacks wall_time_s, checkpoint" in found["lacking"].problems[0]
     assert "config.json is missing" in found["stray"].problems
     assert runs.list_runs(tmp_path / "nowhere") == []
+
+
+def test_truncate_metrics_keeps_the_records_up_to_the_checkpoint(tmp_path):
+    w = runs.RunWriter(tmp_path, "r", "distill", {}, seed=0)
+    w.log({"stage1/step": 1, "stage1/loss": 3.0})  # no "step": a prompt run's stage 1
+    for step in range(1, 6):
+        w.log({"step": step, "loss": 1.0 / step})
+    with open(w.path / runs.METRICS, "a") as f:
+        f.write('{"step": 6, "lo')  # killed mid-write
+    w.truncate_metrics(3)
+    assert [r.get("step") for r in runs.read_run(w.path).metrics()] == [None, 1, 2, 3]
+    w.truncate_metrics(0)  # no checkpoint: the run starts afresh
+    assert runs.read_run(w.path).metrics() == []
+
+
+def test_silent_writer_writes_nothing(tmp_path):
+    w = runs.SilentWriter(tmp_path, "r")
+    w.log({"step": 1})
+    w.save_checkpoint({"step": 1})
+    w.finish({"wall_time_s": 1.0, "checkpoint": "last"})
+    assert w.path == tmp_path / "r" and not any(tmp_path.iterdir())

@@ -15,7 +15,8 @@ def page() -> None:
         data.no_runs_message()
         return
     ids = [r.run_id for r in found]
-    chosen = st.sidebar.multiselect("Runs", ids, default=ids[:2], key="curve_runs")
+    data.keep_known("curve_runs", ids, default=ids[:2])
+    chosen = st.sidebar.multiselect("Runs", ids, key="curve_runs")
     records = {r.run_id: data.metrics(r) for r in found if r.run_id in chosen}
     keys = sorted({k for rs in records.values() for r in rs for k in r if k != "step"})
     if not keys:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from lab import runs
+from lab import runs, viz
 from lab.tables import TABLES_DIR
 
 
@@ -28,6 +28,16 @@ def embeddings(run: runs.Run) -> dict:
     return _embeddings(str(run.path), _stamp(run.path / runs.EMBEDDINGS))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _thumbnails(path: str, stamp: float) -> list[str] | None:
+    return viz.thumbnails(runs.read_run(path).embeddings())
+
+
+def thumbnails(run: runs.Run) -> list[str] | None:
+    """The pictures of a run's embedded test items (for the maps' tooltips), rendered once per run."""
+    return _thumbnails(str(run.path), _stamp(run.path / runs.EMBEDDINGS))
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def _metrics(path: str, stamp: float) -> list[dict]:
     return runs.read_run(path).metrics()
@@ -38,10 +48,11 @@ def metrics(run: runs.Run) -> list[dict]:
 
 
 def finished_runs(with_teacher: bool = False) -> list[runs.Run]:
-    """Complete runs; with ``with_teacher`` only those whose embeddings include the teacher's."""
+    """Complete runs; with ``with_teacher`` only those that stored embeddings including the teacher's
+    (prompt-distillation runs score the teacher but store no embeddings)."""
     found = [r for r in runs.list_runs(runs_dir()) if r.complete]
     if with_teacher:
-        found = [r for r in found if r.summary.get("teacher/hm") is not None]
+        found = [r for r in found if r.summary.get("teacher/hm") is not None and (r.path / runs.EMBEDDINGS).is_file()]
     return found
 
 
@@ -56,8 +67,21 @@ def sweep_tables() -> dict[str, pd.DataFrame]:
     return {p.stem: pd.read_csv(p) for p in sorted(folder.glob("*.csv"))} if folder.is_dir() else {}
 
 
+def keep_known(key: str, options: list, default=None) -> None:
+    """Drop a remembered widget value that is no longer among ``options`` (another runs directory, a
+    link from another page), falling back to ``default``."""
+    value = st.session_state.get(key)
+    if isinstance(value, list):
+        st.session_state[key] = [v for v in value if v in options]
+    elif value is not None and value not in options:
+        del st.session_state[key]
+    if key not in st.session_state and default is not None:
+        st.session_state[key] = default
+
+
 def pick_run(found: list[runs.Run], label: str = "Run", key: str = "run") -> runs.Run:
     ids = [r.run_id for r in found]
+    keep_known(key, ids)
     chosen = st.sidebar.selectbox(label, ids, key=key)
     return found[ids.index(chosen)]
 

@@ -44,7 +44,9 @@ def page() -> None:
         st.info(f"No prompt-distillation runs in `{data.runs_dir()}` yet. Make them with "
                 f"`python -m lab sweep --grid comkd --scale demo` (or `make demo`).")
         return
-    protocol = st.sidebar.selectbox("Protocol", sorted({protocol_of(r) for r in found}), key="protocol")
+    protocols = sorted({protocol_of(r) for r in found})
+    data.keep_known("protocol", protocols)
+    protocol = st.sidebar.selectbox("Protocol", protocols, key="protocol")
     chosen = [r for r in found if protocol_of(r) == protocol]
     st.dataframe(runs_table(chosen, protocol), hide_index=True, width="stretch")
     run = data.pick_run(chosen, key="protocol_run")

@@ -15,9 +15,11 @@ def page() -> None:
         return
     _, emb = picked
     left, middle, right = st.columns(3)
-    pair = left.selectbox("Pair", tuple(viz.PAIRS))
-    use_softmax = middle.checkbox("Softmax over rows", value=False)
-    temperature = right.slider("Temperature", 0.005, 1.0, 0.07, step=0.005, disabled=not use_softmax)
+    pair = left.selectbox("Pair", tuple(viz.PAIRS), key="similarity_pair")
+    use_softmax = middle.checkbox("Softmax over rows", value=False, key="similarity_softmax")
+    st.session_state.setdefault("similarity_temperature", 0.07)  # the default, kept where the value is remembered
+    temperature = right.slider("Temperature", 0.005, 1.0, step=0.005, disabled=not use_softmax,
+                               key="similarity_temperature")
     matrices = viz.similarity_matrices(emb, pair, temperature if use_softmax else None)
     st.plotly_chart(viz.similarity_heatmaps(matrices), width="stretch")
     st.caption(f"One test image (and its caption) per class, {len(matrices['teacher'])} classes in class order; "

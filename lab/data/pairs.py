@@ -90,10 +90,13 @@ class ShapesPairs(Dataset):
 
 
 class StepSampler(Sampler):
-    """Yields the index batch of each step from ``start_step`` to ``steps`` (drop-last epochs)."""
+    """Yields the index batch of each step from ``start_step`` to ``steps`` (drop-last epochs).
+
+    ``shard=(rank, world_size)`` yields rank's contiguous part of each global batch (torchrun).
+    """
 
     def __init__(self, length: int, batch_size: int, steps: int, seed: int, endless: bool,
-                 start_step: int = 0):
+                 start_step: int = 0, shard: tuple[int, int] = (0, 1)):
         if batch_size <= 0:
             raise LabError("train.batch_size must be positive.")
         if not endless and length < batch_size:
@@ -101,6 +104,7 @@ class StepSampler(Sampler):
                            f"lower train.batch_size or add data.")
         self.length, self.batch_size, self.steps = length, batch_size, steps
         self.seed, self.endless, self.start_step = seed, endless, start_step
+        self.rank, self.world_size = shard
 
     def __len__(self) -> int:
         return max(self.steps - self.start_step, 0)
@@ -114,8 +118,9 @@ class StepSampler(Sampler):
         return order[position * self.batch_size:(position + 1) * self.batch_size]
 
     def __iter__(self):
+        local = self.batch_size // self.world_size
         for step in range(self.start_step, self.steps):
-            yield self.indices(step).tolist()
+            yield self.indices(step)[self.rank * local:(self.rank + 1) * local].tolist()
 
 
 def _keep_batch(batch):
@@ -123,11 +128,16 @@ def _keep_batch(batch):
 
 
 def step_batches(dataset: Dataset, batch_size: int, steps: int, seed: int, start_step: int = 0,
-                 workers: int = 0) -> DataLoader:
-    """A loader over the training steps; each element is one :class:`Batch`."""
-    sampler = StepSampler(len(dataset), batch_size, steps, seed, getattr(dataset, "endless", False), start_step)
+                 workers: int = 0, shard: tuple[int, int] = (0, 1)) -> DataLoader:
+    """A loader over the training steps from ``start_step``; each element is one :class:`Batch`.
+
+    The loader draws its worker seeds from its own generator, never from the global one, so
+    starting it (again, when resuming) leaves the training RNG streams untouched.
+    """
+    sampler = StepSampler(len(dataset), batch_size, steps, seed, getattr(dataset, "endless", False), start_step,
+                          shard)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=_keep_batch, num_workers=workers,
-                      persistent_workers=False)
+                      persistent_workers=False, generator=torch.Generator().manual_seed(seed))
 
 
 def build_pairs(cfg: DataConfig) -> Dataset:

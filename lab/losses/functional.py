@@ -237,23 +237,28 @@ def logit_kd_loss(student_logits, teacher_logits, temperature: float = 1.0) -> t
 # --------------------------------------------------------------------------- MFD: masked student images
 
 
-def mask_patches(tokens: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def mask_patches(tokens: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """Keep a random ⌈(1 − r)·L⌉ of the L patch tokens of each sample (MAE-style, no mask tokens).
 
     ``tokens`` (B, L, W) already carry their positional embeddings, so the kept
     tokens remember where they came from; they stay in their original order.
+    ``shard=(rank, world_size)``: the tokens are rank's rows of a global batch of
+    B·world_size; the noise is drawn for the global batch and sliced, so every row is
+    masked as in a one-process run with the same generator.
     """
     if not 0.0 <= mask_ratio < 1.0:
         raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}.")
     b, length, width = tokens.shape
     keep = max(1, math.ceil((1 - mask_ratio) * length - 1e-9))  # the epsilon absorbs float error, e.g. 0.3 * 10
-    noise = torch.rand(b, length, generator=generator, device=tokens.device)
+    rank, world_size = shard
+    noise = torch.rand(b * world_size, length, generator=generator, device=tokens.device)[rank * b:(rank + 1) * b]
     kept = noise.argsort(dim=1)[:, :keep].sort(dim=1).values
     return tokens.gather(1, kept.unsqueeze(-1).expand(-1, -1, width))
 
 
 def masked_encode_image(visual, images: torch.Tensor, mask_ratio: float,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+                        generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """The student's image embedding (unnormalised) computed from a masked image (CLIP-KD §3.2.3, Eq. 12).
 
     Patchify, add positional embeddings, drop patches (:func:`mask_patches`), prepend the
@@ -268,7 +273,7 @@ def masked_encode_image(visual, images: torch.Tensor, mask_ratio: float,
                         f"use a ViT student or FD instead.")
     x = visual.conv1(images).flatten(2).transpose(1, 2)
     pos = visual.positional_embedding.to(x.dtype)
-    x = mask_patches(x + pos[1:], mask_ratio, generator)
+    x = mask_patches(x + pos[1:], mask_ratio, generator, shard)
     cls = (visual.class_embedding.to(x.dtype) + pos[0]).expand(x.shape[0], 1, -1)
     x = visual.ln_pre(torch.cat([cls, x], dim=1))
     pooled, _ = visual._pool(visual.transformer(x))

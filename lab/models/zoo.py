@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,8 +99,10 @@ def create(arch: str, pretrained: str | None = None, device: str = "cpu") -> Cli
     """Build an open_clip model, randomly initialised or with pretrained weights (tag or file)."""
     _check_arch(arch)
     logging.disable(logging.WARNING)  # open_clip warns on every random init
-    try:
-        model = open_clip.create_model(arch, pretrained=pretrained, device=device)
+    try:  # open_clip reads a checkpoint file with torch.load(weights_only=True) or safetensors
+        model = open_clip.create_model(arch, pretrained=pretrained, device=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise unreadable_checkpoint(pretrained, err) from err
     except RuntimeError as err:
         if pretrained and not os.path.isfile(pretrained):
             tags = open_clip.list_pretrained_tags_by_model(arch)
@@ -168,15 +171,23 @@ def load_weights(path: str | Path, arch: str | None = None, device: str = "cpu")
     return _load_state(create(arch, device=device), state, path)
 
 
+def unreadable_checkpoint(path, err: Exception) -> LabError:
+    """One sentence for a checkpoint ``torch.load(weights_only=True)`` refused: a pickled payload, or damage."""
+    if "Unsupported global" in str(err):
+        return LabError(f"Checkpoint {path} holds pickled Python objects, which the lab refuses to load because "
+                        f"they could run code; re-save it as a plain state dict of tensors or as safetensors.")
+    return LabError(f"Checkpoint {path} is corrupt or not a safe (weights-only) checkpoint ({type(err).__name__}); "
+                    f"re-create it with the lab.")
+
+
 def load_training_checkpoint(path: str | Path) -> dict:
-    """A training checkpoint (``last.pt``), loaded without executing any code."""
+    """A training checkpoint (``last.pt``), loaded without executing any code (``weights_only=True``)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
         raise LabError(f"Checkpoint {path} does not exist; check the path.") from err
     except Exception as err:
-        raise LabError(f"Checkpoint {path} is corrupt or not a safe (weights-only) checkpoint ({type(err).__name__}); "
-                       f"re-create it with the lab.") from err
+        raise unreadable_checkpoint(path, err) from err
 
 
 CHECKPOINT_SUFFIXES = (".pt", ".safetensors", ".bin", ".pth")

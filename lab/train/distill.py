@@ -1,6 +1,8 @@
 """CLIP-KD / CLIP-RD distillation: a student CLIP trained on image–caption pairs with a frozen teacher.
 
 ``python -m lab distill --teacher shipped --student shapes-student --loss crd+fd+icl [key=value ...]``
+``torchrun --nproc_per_node N -m lab distill ...`` trains on N processes with the same global batch
+(:mod:`lab.train.dist`); ``--resume`` continues a killed run from its last checkpoint.
 
 Same data, steps and optimiser as the no-KD student (``pretrain --preset student``),
 so the two are compared at equal student steps. The teacher's embeddings come from
@@ -17,7 +19,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lab import runs
 from lab.config import apply_overrides, to_dict
 from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
 from lab.data.shapes import PROMPT_TEMPLATES, label_space
@@ -27,8 +28,10 @@ from lab.losses.functional import clip_loss, masked_encode_image
 from lab.losses.objective import Embeddings, Objective
 from lab.models import zoo
 from lab.models.prompts import encode_text_batches, trim_padding
+from lab.train import dist
 from lab.train.cache import TeacherCache
-from lab.train.loop import Trainer, TrainConfig, resolve_device, rng_states, seed_everything
+from lab.train.checkpoint import open_run, restore, training_state
+from lab.train.loop import Trainer, TrainConfig, check_precision, compile_towers, resolve_device, seed_everything
 from lab.train.pretrain import PRESETS, clamp_logit_scale
 
 TEACHER_MODES = ("cache", "online")
@@ -77,13 +80,16 @@ class DistillStep:
     """One distillation forward: the student's embeddings, the teacher's (cached or live), the objective's terms.
 
     With an objective of no terms it is exactly the no-KD student's step (the teacher is not touched).
+    Under torchrun the batch is this rank's shard: every embedding is gathered over the ranks
+    before any loss, so every term sees the global batch (:mod:`lab.train.dist`).
     """
 
     def __init__(self, student, teacher, objective: Objective, cached: dict | None = None,
-                 mask_ratio: float = 0.5, classnames=(), seed: int = 0, mfd_input: str = "masked"):
+                 mask_ratio: float = 0.5, classnames=(), seed: int = 0, mfd_input: str = "masked",
+                 ctx: dist.Context = dist.SINGLE):
         _check_choice("mfd_input", mfd_input, MFD_INPUTS)
         self.student, self.teacher, self.objective, self.cached = student, teacher, objective, cached
-        self.mask_ratio, self.mfd_input = mask_ratio, mfd_input
+        self.mask_ratio, self.mfd_input, self.ctx = mask_ratio, mfd_input, ctx
         self.device = next(student.model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         if objective.needs_class_texts:  # Hinton KD: both models' zero-shot class weights, one prompt each
@@ -103,37 +109,53 @@ class DistillStep:
                     teacher.model.logit_scale.exp())
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:
-        model, objective = self.student.model, self.objective
+        model, objective, ctx = self.student.model, self.objective, self.ctx
         images, tokens = to_tensors(batch, self.student)
         masked_raw = None
         if objective.needs_masked_images:
-            masked_raw = masked_encode_image(model.visual, images, self.mask_ratio, self.generator)
+            masked_raw = dist.gather(masked_encode_image(model.visual, images, self.mask_ratio, self.generator,
+                                                         (ctx.rank, ctx.world_size)), ctx)
         only_masked = masked_raw is not None and self.mfd_input == "masked"
-        image_raw = masked_raw if only_masked else model.encode_image(images)
+        image_raw = masked_raw if only_masked else dist.gather(model.encode_image(images), ctx)
         scale = model.logit_scale.exp()
         if objective.needs_class_texts:  # captions and class prompts share one token-embedding lookup
             text_raw, class_text_raw = encode_text_batches(model, tokens, self.class_tokens)
         else:
             text_raw = model.encode_text(tokens)
+        text_raw = dist.gather(text_raw, ctx)
         if not objective.names:
             return {"task": clip_loss(F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1), scale)}
-        e = Embeddings(image_raw, text_raw, scale, *self.teacher_outputs(batch, images), masked_image_raw=masked_raw)
+        t_image, t_text, t_scale = self.teacher_outputs(batch, images)
+        e = Embeddings(image_raw, text_raw, scale, dist.gather(t_image, ctx), dist.gather(t_text, ctx), t_scale,
+                       masked_image_raw=masked_raw)
         if objective.needs_class_texts:
             e.class_text_raw, e.teacher_class_text = class_text_raw, self.teacher_classes
         return objective(e)
 
 
-def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", overwrite: bool = False) -> Path:
-    """Distil, evaluate and write a run directory; returns its path."""
+def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", overwrite: bool = False,
+            resume: bool = False) -> Path:
+    """Distil, evaluate and write a run directory (rank 0 under torchrun); returns its path.
+
+    ``resume`` continues the run ``run_id`` from its last checkpoint. ``eval.per_style=0``
+    skips the ShapesWorld evaluation (real data: the summary then holds the training numbers).
+    """
     _check_choice("teacher_mode", cfg.teacher_mode, TEACHER_MODES)
     _check_choice("mfd_input", cfg.mfd_input, MFD_INPUTS)
     device = resolve_device(cfg.train.device)
+    ctx = dist.init(device)
+    device = dist.local_device(device, ctx)
+    check_precision(cfg.train.precision, device)
+    dist.check_batch(cfg.train.batch_size, ctx)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     teacher = load_teacher(cfg.teacher, str(device))
     student = zoo.load(cfg.student, device=str(device))
     objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant).to(device)
+    dist.broadcast_from_main([student.model, objective], ctx)
+    if ctx.enabled:
+        seed_everything(cfg.train.seed + ctx.rank)  # per-rank streams for anything random inside a step
     dataset = build_pairs(cfg.data)
     cached = None
     if cfg.teacher_mode == "cache":
@@ -141,47 +163,69 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
             raise LabError("The teacher cache needs a fixed dataset (data.size > 0); use teacher_mode=online "
                            "for an endless stream.")
         cache = TeacherCache(cfg.cache_dir or Path(runs_dir) / ".cache" / "teacher")
-        cached, hit = cache.load_or_build(teacher, dataset, to_dict(cfg.data))
-        print(f"teacher cache {'hit' if hit else 'built'}: {len(dataset)} pairs")
+        with dist.main_first(ctx):  # rank 0 builds a missing entry, the others read it
+            cached, hit = cache.load_or_build(teacher, dataset, to_dict(cfg.data))
+        if ctx.is_main:
+            print(f"teacher cache {'hit' if hit else 'built'}: {len(dataset)} pairs")
         cached = {k: v.to(device) for k, v in cached.items()}
-    writer = runs.RunWriter(runs_dir, run_id, "distill", {**to_dict(cfg), "formula": objective.formula()},
-                            cfg.train.seed, overwrite=overwrite)
-    print(objective.formula())
+    writer, checkpoint = open_run(runs_dir, run_id, "distill", {**to_dict(cfg), "formula": objective.formula()},
+                                  to_dict(cfg), cfg.train.seed, overwrite, resume, ctx)
+    if ctx.is_main:
+        print(objective.formula())
+    if cfg.train.compile:
+        compile_towers(student.model)
     student.model.train()
     params = list(student.model.named_parameters()) + [(f"objective.{n}", p) for n, p in objective.named_parameters()]
-    trainer = Trainer(params, cfg.train, writer.log, desc=f"distill {run_id}")
+    trainer = Trainer(params, cfg.train, writer.log, desc=f"distill {run_id}", ctx=ctx)
     classnames = label_space(cfg.eval.label_space).classnames
     step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed,
-                          cfg.mfd_input)
+                          cfg.mfd_input, ctx)
+    if checkpoint is not None:
+        restore(checkpoint, trainer, {"model": student.model.load_state_dict, "objective": objective.load_state_dict},
+                {"mfd": step_fn.generator}, ctx)
+        if ctx.is_main:
+            print(f"resuming {run_id} at step {trainer.step} of {cfg.train.steps}")
 
     def after_step():
         clamp_logit_scale(student.model)
         objective.clamp_()
 
-    probe = evaluation_set(EvalConfig(seed=cfg.eval.seed, per_style=min(256, cfg.eval.per_style)), student.image_size)
+    probe = None
+    if cfg.eval.per_style and cfg.train.eval_every and ctx.is_main:
+        probe = evaluation_set(EvalConfig(seed=cfg.eval.seed, per_style=min(256, cfg.eval.per_style)),
+                               student.image_size)
 
     def probe_eval(step):
+        if probe is None:
+            return None
         metrics = score(Embedded.of(student, probe, classnames), probe, cfg.eval.label_space)
         student.model.train()
         return {f"eval/{k}": metrics[k] for k in ("top1", "base", "novel", "hm")}
 
-    def state():
-        return {"arch": student.arch, "model": student.model.state_dict(), "objective": objective.state_dict(),
-                **trainer.state_dict(), "rng": rng_states(), "config": to_dict(cfg)}
+    def save(step=None):
+        if ctx.is_main:
+            writer.save_checkpoint(training_state(
+                trainer, {"model": student.model.state_dict(), "objective": objective.state_dict()}, to_dict(cfg),
+                {"mfd": step_fn.generator}, arch=student.arch))
 
-    batches = step_batches(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, workers=cfg.data.workers)
-    stats = trainer.fit(batches, step_fn, after_step=after_step,
-                        every={cfg.train.eval_every: probe_eval, cfg.train.checkpoint_every: lambda s: writer.save_checkpoint(state())})
-    writer.save_checkpoint(state())
+    batches = step_batches(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, trainer.step,
+                           cfg.data.workers, (ctx.rank, ctx.world_size))
+    stats = trainer.fit(batches, step_fn, after_step=after_step, every={cfg.train.eval_every: probe_eval},
+                        checkpoint=save)
+    if not ctx.is_main:
+        return writer.path
+    save()
     t0 = time.perf_counter()
-    metrics, arrays = evaluate(student, cfg.eval, teacher=teacher, projection=objective.projection)
-    writer.save_embeddings(arrays)
+    metrics = {}
+    if cfg.eval.per_style:
+        metrics, arrays = evaluate(student, cfg.eval, teacher=teacher, projection=objective.projection)
+        writer.save_embeddings(arrays)
     writer.finish({
         **metrics, "formula": objective.formula(), "params": student.num_parameters(),
         "teacher_params": teacher.num_parameters(), "teacher_mode": cfg.teacher_mode,
         "wall_time_s": stats.wall_time_s, "eval_time_s": time.perf_counter() - t0,
         "mean_step_s": stats.mean_step_s, "mean_data_s": stats.mean_data_s, "images_per_s": stats.images_per_s,
-        "steps": stats.steps, "checkpoint": "last", "epoch_policy": "last step",
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "steps": stats.steps, "processes": ctx.world_size, "precision": cfg.train.precision,
+        "checkpoint": "last", "epoch_policy": "last step", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     return writer.path

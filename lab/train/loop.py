@@ -1,12 +1,17 @@
-"""The training loop every trainer shares: optimiser, schedule, progress, logging, checkpoints.
+"""The training loop every trainer shares: optimiser, schedule, precision, progress, logging, checkpoints.
 
 A trainer supplies ``step_fn(batch) -> {term: weighted loss}``; the loop sums the
 terms, steps AdamW under a warm-up + cosine schedule, stops on a non-finite loss
-naming the term, logs every term to ``metrics.jsonl`` and shows a tqdm bar.
+naming the step and the term (the last good checkpoint stays), turns a GPU
+out-of-memory error into one sentence, averages gradients over torchrun's processes
+(:mod:`lab.train.dist`), logs every term to ``metrics.jsonl`` and shows a tqdm bar.
+``train.precision=bf16`` runs the forward under bfloat16 autocast (CUDA only);
+``train.compile=true`` compiles the student's towers with ``torch.compile``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -18,6 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from lab.errors import LabError
+from lab.train import dist
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -36,6 +44,31 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0
+    precision: str = "fp32"  # fp32, or bf16: bfloat16 autocast of the forward (CUDA only)
+    compile: bool = False  # torch.compile the student's towers
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward's precision context: none for fp32, bfloat16 autocast for bf16."""
+    if precision not in PRECISIONS:
+        raise LabError(f"Unknown precision '{precision}'; choose one of: {', '.join(PRECISIONS)}.")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Training in bf16 needs a GPU: CPU autocast is slow and changes the numbers the tables compare."""
+    autocast(device, precision)  # an unknown precision fails here
+    if precision == "bf16" and device.type != "cuda":
+        raise LabError("train.precision=bf16 needs a CUDA GPU; use train.precision=fp32 on CPU.")
+
+
+def compile_towers(model: torch.nn.Module) -> None:
+    """``torch.compile`` the image and text towers in place (state-dict keys and checkpoints unchanged)."""
+    for tower in (getattr(model, "visual", None), getattr(model, "transformer", None)):
+        if tower is not None:
+            tower.compile()
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -117,47 +150,77 @@ class FitStats:
 
 
 class Trainer:
-    """Runs optimisation steps over a stream of batches."""
+    """Runs optimisation steps over a stream of batches (this process's shard of each under torchrun)."""
 
     def __init__(self, named_params, cfg: TrainConfig, log: Callable[[dict], None] | None = None,
-                 desc: str = "train"):
-        self.cfg, self.log, self.desc = cfg, log or (lambda record: None), desc
+                 desc: str = "train", ctx: dist.Context = dist.SINGLE):
+        self.cfg, self.log, self.desc, self.ctx = cfg, log or (lambda record: None), desc, ctx
         groups = param_groups(named_params, cfg.weight_decay)
         self.params = [p for g in groups for p in g["params"]]
         if not self.params:
             raise LabError("Nothing to train: no parameter requires a gradient.")
+        self.device = self.params[0].device
+        check_precision(cfg.precision, self.device)
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
         self.step = 0
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "step": self.step}
+        """Optimiser and step; the schedule is a pure function of the step (:func:`lr_at`), recorded for reading."""
+        cfg = self.cfg
+        return {"optimizer": self.optimizer.state_dict(), "step": self.step,
+                "scheduler": {"kind": "linear warm-up + cosine", "lr": cfg.lr, "warmup": cfg.warmup,
+                              "steps": cfg.steps, "step": self.step}}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
 
+    def compute(self, step_fn: Callable, batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One forward and backward: the named terms and their sum. The gradients are left on the
+        parameters, averaged over the processes under torchrun."""
+        cfg = self.cfg
+        try:
+            with autocast(self.device, cfg.precision):
+                terms = step_fn(batch)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                bad = [k for k, v in terms.items() if not torch.isfinite(v)]
+                raise LabError(f"The loss became non-finite at step {self.step} in term "
+                               f"'{bad[0] if bad else 'loss'}'; lower train.lr or that term's weight "
+                               f"(the last good checkpoint is kept).")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except torch.OutOfMemoryError as err:
+            hint = "" if cfg.precision == "bf16" else " or set train.precision=bf16"
+            raise LabError(f"The GPU ran out of memory at step {self.step} with train.batch_size="
+                           f"{cfg.batch_size}; lower train.batch_size{hint}.") from err
+        dist.average_gradients(self.params, self.ctx)
+        return terms, loss
+
+    def _checkpoint(self, save: Callable[[int], None]) -> None:
+        """Save only finite weights: a checkpoint is the state a killed or diverged run resumes from."""
+        if not all(torch.isfinite(p).all() for p in self.params):
+            raise LabError(f"The weights became non-finite at step {self.step}; lower train.lr "
+                           f"(the last good checkpoint is kept).")
+        save(self.step)
+
     def fit(self, batches: Iterable, step_fn: Callable, after_step: Callable | None = None,
-            every: dict[int, Callable[[int], dict | None]] | None = None) -> FitStats:
-        """Train until ``cfg.steps``. ``every`` maps an interval to a callback(step) whose dict is logged."""
+            every: dict[int, Callable[[int], dict | None]] | None = None,
+            checkpoint: Callable[[int], None] | None = None) -> FitStats:
+        """Train until ``cfg.steps``. ``every`` maps an interval to a callback(step) whose dict is logged;
+        ``checkpoint(step)`` runs every ``cfg.checkpoint_every`` steps (the trainer saves the final state itself)."""
         cfg = self.cfg
         compute, data_wait, images, timed = 0.0, 0.0, 0, 0
         started = time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc, unit="step", dynamic_ncols=True,
-                   mininterval=1.0)
+                   mininterval=1.0, disable=not self.ctx.is_main)
         t_data = time.perf_counter()
         for batch in batches:
             t0 = time.perf_counter()
             lr = lr_at(self.step, cfg)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            terms = step_fn(batch)
-            loss = sum(terms.values())
-            if not torch.isfinite(loss):
-                bad = [k for k, v in terms.items() if not torch.isfinite(v)]
-                raise LabError(f"The loss became non-finite at step {self.step} in term "
-                               f"'{bad[0] if bad else 'loss'}'; lower train.lr or that term's weight.")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            terms, loss = self.compute(step_fn, batch)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
             self.optimizer.step()
@@ -168,12 +231,12 @@ class Trainer:
             if self.step > 2:  # the first steps include one-off warm-up costs
                 compute += t1 - t0
                 data_wait += t0 - t_data
-                images += len(batch)
+                images += len(batch) * self.ctx.world_size
                 timed += 1
             record = None
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 record = {"step": self.step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
-                          "lr": lr, "images_per_s": len(batch) / max(t1 - t_data, 1e-9)}
+                          "lr": lr, "images_per_s": len(batch) * self.ctx.world_size / max(t1 - t_data, 1e-9)}
             for interval, callback in (every or {}).items():
                 if interval and (self.step % interval == 0 or self.step == cfg.steps):
                     extra = callback(self.step)
@@ -182,6 +245,8 @@ class Trainer:
             if record is not None:
                 self.log(record)
                 bar.set_postfix(loss=f"{record.get('loss', loss.item()):.3f}", refresh=False)
+            if checkpoint is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self._checkpoint(checkpoint)
             bar.update(1)
             t_data = time.perf_counter()
         bar.close()

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from lab import runs
 from lab.config import apply_overrides, to_dict
 from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
 from lab.errors import LabError
 from lab.eval.suite import EvalConfig, evaluate, evaluation_set, score, Embedded
 from lab.losses.functional import clip_loss
 from lab.models import zoo
-from lab.train.loop import Trainer, TrainConfig, resolve_device, rng_states, seed_everything
+from lab.train.checkpoint import open_run, restore, training_state
+from lab.train.loop import Trainer, TrainConfig, check_precision, compile_towers, resolve_device, seed_everything
 from lab.train.presets import PRESETS
 
 MAX_LOGIT_SCALE = math.log(100.0)
@@ -50,9 +50,11 @@ def clamp_logit_scale(model) -> None:
         model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
 
 
-def pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path = "runs", overwrite: bool = False) -> Path:
-    """Train, evaluate and write a run directory; returns its path."""
+def pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path = "runs", overwrite: bool = False,
+             resume: bool = False) -> Path:
+    """Train, evaluate and write a run directory; returns its path. ``resume`` continues ``run_id``."""
     device = resolve_device(cfg.train.device)
+    check_precision(cfg.train.precision, device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
@@ -60,9 +62,15 @@ def pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path = "runs", ov
     reference = zoo.load(zoo.SHIPPED_TEACHER if cfg.reference_teacher == "shipped" else cfg.reference_teacher,
                          device=str(device)) if cfg.reference_teacher else None
     dataset = build_pairs(cfg.data)
-    writer = runs.RunWriter(runs_dir, run_id, "pretrain", to_dict(cfg), cfg.train.seed, overwrite=overwrite)
+    writer, checkpoint = open_run(runs_dir, run_id, "pretrain", to_dict(cfg), to_dict(cfg), cfg.train.seed,
+                                  overwrite, resume)
+    if cfg.train.compile:
+        compile_towers(clip.model)
     clip.model.train()
     trainer = Trainer(clip.model.named_parameters(), cfg.train, writer.log, desc=f"pretrain {run_id}")
+    if checkpoint is not None:
+        restore(checkpoint, trainer, {"model": clip.model.load_state_dict})
+        print(f"resuming {run_id} at step {trainer.step} of {cfg.train.steps}")
 
     def step_fn(batch):
         images, tokens = to_tensors(batch, clip)
@@ -78,14 +86,15 @@ def pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path = "runs", ov
         clip.model.train()
         return {f"eval/{k}": metrics[k] for k in ("top1", "base", "novel", "hm")}
 
-    batches = step_batches(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, workers=cfg.data.workers)
+    def save(step=None):
+        writer.save_checkpoint(training_state(trainer, {"model": clip.model.state_dict()}, to_dict(cfg),
+                                              arch=clip.arch))
 
-    def checkpoint(step):
-        writer.save_checkpoint(training_state(clip, trainer, cfg))
-
+    batches = step_batches(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, trainer.step,
+                           cfg.data.workers)
     stats = trainer.fit(batches, step_fn, after_step=lambda: clamp_logit_scale(clip.model),
-                        every={cfg.train.eval_every: probe_eval, cfg.train.checkpoint_every: checkpoint})
-    writer.save_checkpoint(training_state(clip, trainer, cfg))
+                        every={cfg.train.eval_every: probe_eval}, checkpoint=save)
+    save()
     t0 = time.perf_counter()
     metrics, arrays = evaluate(clip, cfg.eval, teacher=reference)
     writer.save_embeddings(arrays)
@@ -104,9 +113,3 @@ def _classnames(cfg: PretrainConfig):
     from lab.data.shapes import label_space
 
     return label_space(cfg.eval.label_space).classnames
-
-
-def training_state(clip, trainer: Trainer, cfg) -> dict:
-    """Everything a checkpoint holds: plain tensors and Python data only (loadable with weights_only)."""
-    return {"arch": clip.arch, "model": clip.model.state_dict(), **trainer.state_dict(),
-            "rng": rng_states(), "config": to_dict(cfg)}

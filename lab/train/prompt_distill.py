@@ -15,6 +15,7 @@ runs its text encoder. Three protocols (METHODS.md, "Protocols"):
   top-1 on every style, the other styles being the shifted domains.
 
 ``python -m lab promptkd --method promptkd|comkd|am --protocol base2novel|cross|domain [key=value ...]``
+(``torchrun --nproc_per_node N -m lab promptkd ...`` for N processes; ``--resume`` continues a killed run).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lab import runs
 from lab.config import apply_overrides, to_dict
 from lab.data.pairs import DataConfig, build_pairs, in_order, step_batches
 from lab.data.shapes import PROMPT_TEMPLATES, STYLES, LabelSpace, label_space
@@ -38,7 +38,9 @@ from lab.losses import functional as L
 from lab.losses import prompt_kd as K
 from lab.models import prompts as P
 from lab.models import zoo
-from lab.train.loop import Trainer, TrainConfig, resolve_device, rng_states, seed_everything
+from lab.train import dist
+from lab.train.checkpoint import open_run, restore, training_state
+from lab.train.loop import Trainer, TrainConfig, check_precision, resolve_device, seed_everything
 from lab.train.prompt_stage1 import StageOneConfig, TuningSet, tuned_teacher
 
 METHODS = ("promptkd", "comkd", "am")
@@ -128,9 +130,13 @@ class Student(nn.Module):
         self.projector = K.Projector(clip.embed_dim, teacher_dim)
         self.edu = K.EduAttention(teacher_dim, cfg.edu_variant) if cfg.method == "comkd" and cfg.use_edu else None
 
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """f_s(x): the prompted image tower's embedding."""
+        return P.encode_image(self.clip.model.visual, images, self.prompts)
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """z = P(f_s(x)), before normalisation."""
-        return self.projector(P.encode_image(self.clip.model.visual, images, self.prompts))
+        return self.projector(self.encode(images))
 
     def logits(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return self.edu.logits(z, classes) if self.edu is not None else K.class_logits(z, classes)
@@ -148,6 +154,25 @@ def stage_two_terms(cfg: PromptDistillConfig, student: Student, z: torch.Tensor,
     if cfg.method == "comkd" and cfg.use_ifalign:
         terms["ifalign"] = K.ifalign_loss(F.normalize(z, dim=-1), u_t, cfg.align_mean, cfg.align_variance)
     return terms
+
+
+class StageTwoStep:
+    """One stage-2 forward on this rank's shard of a batch; the terms see the global batch (:mod:`lab.train.dist`).
+
+    ``u_t_all`` holds the tuned teacher's image features of every item of the fixed set, by index.
+    """
+
+    def __init__(self, cfg: PromptDistillConfig, student: Student, u_t_all: torch.Tensor, classes: torch.Tensor,
+                 ctx: dist.Context = dist.SINGLE):
+        self.cfg, self.student, self.u_t_all, self.classes, self.ctx = cfg, student, u_t_all, classes, ctx
+
+    def __call__(self, batch) -> dict[str, torch.Tensor]:
+        device = self.u_t_all.device
+        u_t = self.u_t_all[torch.as_tensor(batch.factors["index"], device=device)]
+        # Gathered before the projector: its BatchNorm normalises over the global batch on every rank.
+        f_s = dist.gather(self.student.encode(self.student.clip.image_tensor(batch.images).to(device)), self.ctx)
+        return stage_two_terms(self.cfg, self.student, self.student.projector(f_s), dist.gather(u_t, self.ctx),
+                               self.classes)
 
 
 def _student_spec(cfg: PromptDistillConfig, runs_dir: Path) -> str:
@@ -190,39 +215,67 @@ def _trainable_state(module: nn.Module) -> dict:
     return {k: v for k, v in module.state_dict().items() if not k.startswith("clip.")}
 
 
+def _load_trainable_state(module: nn.Module, state: dict) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    wrong = list(unexpected) + [k for k in missing if not k.startswith("clip.")]
+    if wrong:
+        raise RuntimeError(f"the student's learned parts do not match: {', '.join(wrong[:3])}")
+
+
 def prompt_distill(cfg: PromptDistillConfig, run_id: str, runs_dir: str | Path = "runs",
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, resume: bool = False) -> Path:
     """Stage 1 and stage 2 under ``cfg.protocol``; evaluates the tuned teacher, both zero-shot models and
-    the distilled student; returns the run path."""
+    the distilled student; returns the run path. ``resume`` continues stage 2 of ``run_id`` from its last
+    checkpoint (stage 1 is read from its cache). Under torchrun, stage 2 runs on every process."""
     setup = protocol_setup(cfg)
     runs_dir = Path(runs_dir)
     device = resolve_device(cfg.train.device)
-    student_clip = zoo.load(_student_spec(cfg, runs_dir), device=str(device))
+    ctx = dist.init(device)
+    device = dist.local_device(device, ctx)
+    check_precision(cfg.train.precision, device)
+    dist.check_batch(cfg.train.batch_size, ctx)
+    with dist.main_first(ctx):  # rank 0 trains a missing no-KD student, the others read it
+        student_clip = zoo.load(_student_spec(cfg, runs_dir), device=str(device))
     seed_everything(cfg.train.seed)
     teacher_clip = zoo.shipped_teacher(str(device)) if cfg.teacher == "shipped" else zoo.load(cfg.teacher, str(device))
     space = setup.space
-    writer = runs.RunWriter(runs_dir, run_id, "promptkd", to_dict(cfg), cfg.train.seed, overwrite=overwrite)
-    teacher, hit = tuned_teacher(teacher_clip, cfg.stage1, setup.tuning, cfg.train.seed, device, writer.log,
-                                 cfg.cache_dir or runs_dir / ".cache" / "stage1")
-    print(f"stage 1: tuned teacher prompts {'read from the cache' if hit else 'trained'}")
+    writer, checkpoint = open_run(runs_dir, run_id, "promptkd", to_dict(cfg), to_dict(cfg), cfg.train.seed,
+                                  overwrite, resume, ctx)
+    with dist.main_first(ctx):  # rank 0 tunes (or reads) the teacher's prompts, the others read its cache
+        teacher, hit = tuned_teacher(teacher_clip, cfg.stage1, setup.tuning, cfg.train.seed, device, writer.log,
+                                     cfg.cache_dir or runs_dir / ".cache" / "stage1")
+    if ctx.is_main:
+        print(f"stage 1: tuned teacher prompts {'read from the cache' if hit else 'trained'}")
     with torch.no_grad():
         classes = teacher.class_features(space.classnames)  # W, from the tuned prompts
 
     student = Student(student_clip, teacher_clip.embed_dim, cfg).to(device)
+    dist.broadcast_from_main([student], ctx)
+    if ctx.enabled:
+        seed_everything(cfg.train.seed + ctx.rank)  # per-rank streams for anything random inside a step
     unlabelled = build_pairs(replace(cfg.data, styles=setup.styles))
     with torch.no_grad():  # the tuned teacher is frozen: its features of the fixed set are computed once
         u_t_all = torch.cat([teacher.image_features(teacher_clip.image_tensor(batch.images).to(device))
                              for batch in in_order(unlabelled, 512)])
 
-    def step_fn(batch):
-        u_t = u_t_all[torch.as_tensor(batch.factors["index"], device=device)]
-        z = student.features(student_clip.image_tensor(batch.images).to(device))
-        return stage_two_terms(cfg, student, z, u_t, classes)
+    step_fn = StageTwoStep(cfg, student, u_t_all, classes, ctx)
+    trainer = Trainer(student.named_parameters(), cfg.train, writer.log, desc=f"stage 2: {cfg.method}", ctx=ctx)
+    if checkpoint is not None:
+        restore(checkpoint, trainer, {"student": lambda state: _load_trainable_state(student, state)}, ctx=ctx)
+        if ctx.is_main:
+            print(f"resuming {run_id} at stage-2 step {trainer.step} of {cfg.train.steps}")
 
-    trainer = Trainer(student.named_parameters(), cfg.train, writer.log, desc=f"stage 2: {cfg.method}")
+    def save(step=None):
+        if ctx.is_main:
+            writer.save_checkpoint(training_state(trainer, {"student": _trainable_state(student)}, to_dict(cfg),
+                                                  teacher_prompts=teacher.prompt_state(), classes=classes.cpu()))
+
     student.train()
     student.clip.model.eval()
-    stats = trainer.fit(step_batches(unlabelled, cfg.train.batch_size, cfg.train.steps, cfg.train.seed), step_fn)
+    stats = trainer.fit(step_batches(unlabelled, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, trainer.step,
+                                     shard=(ctx.rank, ctx.world_size)), step_fn, checkpoint=save)
+    if not ctx.is_main:
+        return writer.path
     student.eval()
 
     test = evaluation_set(cfg.eval, student_clip.image_size)
@@ -245,9 +298,7 @@ def prompt_distill(cfg: PromptDistillConfig, run_id: str, runs_dir: str | Path =
     for who, scores in results.items():
         summary.update({f"{who}/{k}": v for k, v in _headlines(scores, cfg).items()})
     summary.update({k: summary[f"student/{k}"] for k in _headlines(results["student"], cfg)})
-    writer.save_checkpoint({"student": _trainable_state(student), "teacher_prompts": teacher.prompt_state(),
-                            "classes": classes.cpu(), **trainer.state_dict(), "rng": rng_states(),
-                            "config": to_dict(cfg)})
+    save()
     writer.finish({**summary, "protocol": setup.description, "headline": setup.headline,
                    "stage1_cache": "hit" if hit else "built", "epoch_policy": "last step", "checkpoint": "last",
                    "alpha": student.edu.alpha.item() if student.edu is not None else None,
