@@ -1,0 +1,295 @@
+"""What the tutorial notebooks (``notebooks/``) share: presets, device choice, the lesson's runs, one batch, checks.
+
+A notebook starts with a parameters cell and one call::
+
+    PRESET = os.environ.get("LAB_PRESET", "cpu")
+    lesson = start(PRESET)
+
+Presets (the training budgets are :data:`lab.grids.SCALES`, the ones ``python -m lab demo`` uses):
+
+* ``fast`` — seconds per run, only to exercise the code (what CI runs); its numbers mean nothing;
+* ``cpu``  — the ``demo`` budget (200 steps on 4,096 pairs; 400 prompt stage-2 steps), minutes on a
+  laptop CPU, enough to see distillation's effect;
+* ``gpu``  — the full budget (the README's tables) on CUDA with a real pretrained open_clip teacher
+  (``LAB_GPU_TEACHER``, default ``ViT-B-32:openai``) and the tiny ShapesWorld student. Without a CUDA
+  GPU or without the teacher's weights on disk it says why and falls back to ``cpu``.
+
+Runs go under ``$LAB_RUNS_DIR`` (default ``runs/lessons``), one folder per preset; a finished run is
+reused, so re-running a notebook, or a second notebook that needs the same run, costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lab import runs
+from lab.errors import LabError
+
+DEFAULT_RUNS_DIR = Path(__file__).resolve().parents[1] / "runs" / "lessons"
+GPU_TEACHER = "ViT-B-32:openai"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    scale: str  # a key of lab.grids.SCALES
+    batch: int  # the one batch the from-scratch cells use
+    device: str  # "auto", "cpu" or "cuda"
+    teacher: str = "shipped"
+
+
+PRESETS = {
+    "fast": Preset("fast", "seconds per run, only to exercise the code (CI); the numbers mean nothing",
+                   "fast", 16, "cpu"),
+    "cpu": Preset("cpu", "the demo budget (200 steps on 4,096 pairs; prompt rows 400 steps): minutes on a "
+                         "laptop CPU, enough to see the effect", "demo", 32, "auto"),
+    "gpu": Preset("gpu", "the full budget of the README's tables on CUDA, with a real pretrained open_clip "
+                         "teacher", "full", 128, "cuda", os.environ.get("LAB_GPU_TEACHER", GPU_TEACHER)),
+}
+
+
+def gpu_unavailable(teacher: str) -> str | None:
+    """Why the ``gpu`` preset cannot run here (no CUDA, or the teacher's weights are not on disk), else None."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible"
+    from lab.models import zoo
+
+    try:
+        zoo.load(teacher, device="cpu")
+    except Exception as err:  # LabError when the weights are not cached; anything else the hub raises offline
+        return f"the teacher {teacher} cannot be loaded ({type(err).__name__}: {err})"
+    return None
+
+
+@dataclass
+class OneBatch:
+    """One batch for the from-scratch cells: ``pairs`` (a ShapesWorld batch), ``e``
+    (:class:`lab.losses.objective.Embeddings`: the student's raw embeddings and scale, the teacher's
+    normalised embeddings and scale), both models, and the student's input tensor ``images``."""
+
+    pairs: object
+    e: object
+    student: object
+    teacher: object
+    images: torch.Tensor
+
+
+@dataclass
+class Lesson:
+    """A notebook's settings: its preset, device, runs folder and teacher."""
+
+    preset: Preset
+    device: str
+    runs_dir: Path
+    seed: int = 0
+
+    @property
+    def teacher(self) -> str:
+        return self.preset.teacher
+
+    # ------------------------------------------------------------------ training runs
+
+    def _overrides(self, kind: str) -> list[str]:
+        out = [f"train.device={self.device}"]
+        if self.teacher != "shipped":
+            out.append(f"reference_teacher={self.teacher}" if kind == "nokd" else f"teacher={self.teacher}")
+        return out
+
+    def clip_run(self, loss: str = "", settings: tuple[str, ...] = (), tag: str = "") -> Path:
+        """The no-KD student (``loss=""``) or a student distilled with ``loss`` at this preset's budget.
+
+        The same rows, budgets and run ids as ``python -m lab sweep`` (:func:`lab.sweep.train_row`)."""
+        from lab.grids import NO_KD, Row
+        from lab.sweep import train_row
+
+        row = Row(loss or NO_KD.label, loss, tuple(settings), tag) if loss else NO_KD
+        return train_row(row, self.seed, self.runs_dir, self.preset.scale,
+                         self._overrides("kd" if loss else "nokd"))
+
+    def prompt_run(self, row) -> Path:
+        """A PromptKD / ComKD-CLIP run of a :class:`lab.grids.PromptRow` (e.g. from ``GRIDS["comkd"]``);
+        its student is :meth:`clip_run`'s no-KD student."""
+        from lab.sweep import train_row
+
+        return train_row(row, self.seed, self.runs_dir, self.preset.scale,
+                         [*self._overrides("kd"), f"student={self.clip_run()}"])
+
+    # ------------------------------------------------------------------ one batch for the from-scratch cells
+
+    def one_batch(self, n: int | None = None, student: str | Path = "shapes-student") -> OneBatch:
+        """``n`` training pairs, embedded by ``student`` (a fresh one by default; with gradients) and by the
+        frozen teacher (see :class:`OneBatch`)."""
+        from lab.data.shapes import ShapesWorld, StreamSpec
+        from lab.losses.objective import Embeddings
+        from lab.models import zoo
+        from lab.train.distill import load_teacher
+
+        torch.manual_seed(self.seed)
+        pairs = ShapesWorld(32).sample(StreamSpec(seed=self.seed), 0, n or self.preset.batch)
+        teacher, model = load_teacher(self.teacher, self.device), zoo.load(student, device=self.device)
+        images = model.image_tensor(pairs.images)
+        with torch.no_grad():
+            v_t = teacher.model.encode_image(teacher.image_tensor(pairs.images), normalize=True)
+            t_t = teacher.model.encode_text(teacher.tokenize(pairs.captions), normalize=True)
+        e = Embeddings(model.model.encode_image(images), model.model.encode_text(model.tokenize(pairs.captions)),
+                       model.model.logit_scale.exp(), v_t, t_t, teacher.model.logit_scale.exp().item())
+        return OneBatch(pairs, e, model, teacher, images)
+
+    def objective(self, terms: str, e, **kwargs):
+        """A :class:`lab.losses.objective.Objective` for the widths in ``e`` (seeded, so its heads repeat)."""
+        from lab.losses.objective import Objective
+
+        torch.manual_seed(self.seed)
+        return Objective(terms, e.image_raw.shape[1], e.teacher_image.shape[1], **kwargs).to(self.device)
+
+    # ------------------------------------------------------------------ reading runs
+
+    def compare(self, paths: dict[str, Path], key: str = "hm") -> dict[str, float]:
+        """Print ``key`` (HM by default) of each run, and the share of the teacher gap each closes vs the first."""
+        summaries = {label: _summary(path) for label, path in paths.items()}
+        values = {label: s[key] for label, s in summaries.items()}
+        first = next(iter(values))
+        teacher = summaries[first].get(f"teacher/{key}")
+        print(f"{'run':<34} {key:>7}  gap closed vs '{first}'")
+        for label, value in values.items():
+            gap = ("" if label == first or teacher is None or teacher == values[first]
+                   else f"{100 * (value - values[first]) / (teacher - values[first]):+.1f} %")
+            print(f"{label:<34} {value:7.1f}  {gap}")
+        if teacher is not None:
+            print(f"{'teacher':<34} {teacher:7.1f}")
+        self.caveat()
+        return values
+
+    def caveat(self) -> None:
+        """Under the fast preset, say that the numbers just printed mean nothing."""
+        if self.preset.name == "fast":
+            print("(fast preset: a few steps only — these numbers mean nothing; run the cpu preset to see the effect)")
+
+    def curves(self, paths: dict[str, Path], key: str = "eval/hm"):
+        """:func:`lab.viz.training_curves` of ``key`` for the labelled runs."""
+        from lab.viz import training_curves
+
+        return training_curves({label: runs.read_run(p).metrics() for label, p in paths.items()}, key)
+
+
+def _summary(path: Path) -> dict:
+    run = runs.read_run(path)
+    if not run.complete:
+        raise LabError(f"Run {path} did not finish ({'; '.join(run.problems) or 'no summary.json'}); "
+                       f"delete it and run the cell again.")
+    return run.summary
+
+
+def choose_device(request: str) -> str:
+    """``auto`` → cuda when a GPU is visible, else cpu."""
+    if request == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return request
+
+
+def start(preset: str | None = None) -> Lesson:
+    """The lesson's settings for ``preset`` (default ``$LAB_PRESET``, else ``cpu``); prints what it chose."""
+    name = preset or os.environ.get("LAB_PRESET", "cpu")
+    if name not in PRESETS:
+        raise LabError(f"Unknown preset '{name}'; choose one of: {', '.join(PRESETS)}.")
+    chosen = PRESETS[name]
+    if name == "gpu":
+        reason = gpu_unavailable(chosen.teacher)
+        if reason:
+            print(f"The gpu preset distils from a real pretrained CLIP ({chosen.teacher}) on CUDA, but {reason}.\n"
+                  f"Falling back to the cpu preset (the shipped ShapesWorld teacher). To use it: run on a machine "
+                  f"with a CUDA GPU and the weights cached (download once with network access, or set "
+                  f"LAB_GPU_TEACHER=ARCH:/path/to/weights.pt).")
+            chosen = PRESETS["cpu"]
+    device = choose_device(chosen.device)
+    if device == "cpu":
+        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    root = Path(os.environ.get("LAB_RUNS_DIR", DEFAULT_RUNS_DIR)) / chosen.name
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"preset {chosen.name}: {chosen.description}\ndevice {device}; teacher {chosen.teacher}; runs in {root}")
+    return Lesson(chosen, device, root)
+
+
+# ---------------------------------------------------------------------- shapes and exercise checks
+
+
+def show_shapes(**tensors) -> None:
+    """Print the name, shape and dtype of each tensor, one a line."""
+    for name, t in tensors.items():
+        print(f"{name:<12} {str(tuple(t.shape)):<14} {str(t.dtype).replace('torch.', '')}")
+
+
+def assert_same(mine: torch.Tensor, lab_value: torch.Tensor, what: str, atol: float = 1e-6) -> None:
+    """Assert a from-scratch value equals the lab's (``torch.allclose``) and print both."""
+    mine, lab_value = torch.as_tensor(mine).detach().cpu(), torch.as_tensor(lab_value).detach().cpu()
+    print(f"{what}: from scratch {mine.item() if mine.numel() == 1 else tuple(mine.shape)} | "
+          f"lab {lab_value.item() if lab_value.numel() == 1 else tuple(lab_value.shape)}")
+    if not torch.allclose(mine.double(), lab_value.double(), rtol=1e-5, atol=atol):
+        raise AssertionError(f"{what}: the from-scratch value differs from the lab's "
+                             f"(max difference {(mine.double() - lab_value.double()).abs().max().item():.3g}).")
+    print("  ✓ equal")
+
+
+def check(exercise: str, answer, expected, atol: float = 1e-5) -> bool:
+    """Self-check an exercise: ``None`` means not attempted yet; otherwise the answer must equal ``expected``."""
+    if answer is None:
+        print(f"Exercise {exercise}: not attempted yet — fill in the cell above and run this one again.")
+        return False
+    answer, expected = torch.as_tensor(answer, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64)
+    if answer.shape != expected.shape or not torch.allclose(answer, expected, rtol=1e-4, atol=atol):
+        raise AssertionError(f"Exercise {exercise}: not yet — expected {_brief(expected)}, got {_brief(answer)}. "
+                             f"Re-read the equation above and try again.")
+    print(f"Exercise {exercise}: ✓ correct — well done.")
+    return True
+
+
+def _brief(x: torch.Tensor) -> str:
+    return f"{x.item():.6g}" if x.numel() == 1 else f"a tensor of shape {tuple(x.shape)}"
+
+
+def explore(draw, **sliders) -> None:
+    """Show ``draw``'s figure at the sliders' starting values (so a saved notebook has it), then
+    ``ipywidgets.interact`` sliders that redraw it; ``draw`` returns the figure (no ``.show()``).
+
+    Headless (``LAB_HEADLESS=1``, as the tests and ``notebooks/run_presets.py`` set) the sliders are not
+    built — nbclient can deadlock on widget messages (jupyter/nbclient#312) — and ``draw`` is called at
+    each slider's two ends instead, so the callback is still exercised over its whole range.
+    """
+    from IPython.display import display
+
+    display(draw(**{name: slider.value for name, slider in sliders.items()}))
+    if os.environ.get("LAB_HEADLESS"):
+        for end in ("min", "max"):
+            draw(**{name: _slider_value(slider, end) for name, slider in sliders.items()})
+        print(f"(headless run: sliders for {', '.join(sliders)} not built; their callback ran at both ends)")
+        return
+    from ipywidgets import interact
+
+    interact(draw, **sliders)
+
+
+def _slider_value(slider, end: str) -> float:
+    value = getattr(slider, end)
+    return slider.base ** value if hasattr(slider, "base") else value
+
+
+def gradient_norms(objective, e) -> dict[str, float]:
+    """Norm of the gradient each weighted term of ``objective`` sends to the student's image embeddings."""
+    out = {}
+    for name, value in objective(e).items():
+        (grad,) = torch.autograd.grad(value, e.image_raw, retain_graph=True, allow_unused=True)
+        out[name] = 0.0 if grad is None else grad.norm().item()
+    return out
+
+
+def sample_images(pairs, n: int = 8):
+    """The first ``n`` images of a batch with their captions, as a :func:`lab.viz.image_grid`."""
+    from lab.viz import image_grid
+
+    return image_grid(pairs.images[:n], [c[:28] for c in pairs.captions[:n]])
