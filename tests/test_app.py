@@ -98,7 +98,7 @@ def test_geometry_page_draws_each_projection_and_keeps_it_with_the_run(demo_runs
     projection = next(box for box in at.selectbox if box.label == "Projection")
     slider = next(s for s in at.select_slider if s.label == "Items")
     slider.set_value(200)
-    projection.select(method).run()
+    projection.select(method).run(timeout=600)  # UMAP compiles with numba on first use: slow in a fresh venv
     assert not at.exception
     spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
     assert [panel["title"] for panel in spec["hconcat"]] == ["teacher", "student (aligned to the teacher)"]
