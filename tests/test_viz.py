@@ -39,8 +39,8 @@ def test_tsne_maps_keep_clusters_and_are_cached(tmp_path):
     assert between > 3 * within  # the three clusters stay apart
     again = viz.aligned_maps(np.zeros((60, 16)), np.zeros((60, 16)), "tsne", cache)
     assert np.array_equal(again[0], t2) and np.array_equal(again[1], s2)  # read back, not recomputed
-    with pytest.raises(ValueError, match="Unknown projection 'umap'"):
-        viz.aligned_maps(teacher, student, "umap")
+    with pytest.raises(ValueError, match="Unknown projection 'mds'"):
+        viz.aligned_maps(teacher, student, "mds")
 
 
 def test_similarity_matrices_by_hand():
