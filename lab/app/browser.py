@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.app.pages import TITLES
 from lab.errors import LabError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,14 +38,9 @@ class DashboardPage:
 # The chart selectors match what plotly and Vega draw, so they appear only once a chart has rendered.
 PLOTLY = '[data-testid="stPlotlyChart"] .main-svg'
 VEGA = '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg.marks'
-PAGES = (
-    DashboardPage("Overview", "overview", None),
-    DashboardPage("Embedding geometry", "geometry", VEGA),
-    DashboardPage("Similarity matrices", "similarity", PLOTLY),
-    DashboardPage("Ablations", "ablations", PLOTLY),
-    DashboardPage("Training curves", "curves", PLOTLY),
-    DashboardPage("Protocols", "protocols", PLOTLY),
-)
+CHARTS = {"overview": None, "geometry": VEGA, "similarity": PLOTLY, "ablations": PLOTLY, "curves": PLOTLY,
+          "protocols": PLOTLY}
+PAGES = tuple(DashboardPage(TITLES[path], path, CHARTS[path]) for path in TITLES)
 HEADINGS = {"Overview": "Runs"}  # pages whose heading differs from their navigation label
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
