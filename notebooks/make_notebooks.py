@@ -90,7 +90,7 @@ where $\mathrm{CE}_\text{diag}(M)$ is the cross-entropy of row $i$ of $M$ agains
 own caption among the batch, and each caption its own image. Every objective in the lab keeps this term."""),
         code("v = F.normalize(e.image_raw, dim=-1)\nt = F.normalize(e.text_raw, dim=-1)\n"
              "logits = e.scale * v @ t.T  # (N, N): image i against caption j\n"
-             "target = torch.arange(len(v))\n"
+             "target = torch.arange(len(v), device=v.device)\n"
              "mine = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))\n"
              "show_shapes(v=v, t=t, logits=logits)\n"
              "assert_same(mine, L.clip_loss(v, t, e.scale), 'task loss')"),
@@ -335,11 +335,11 @@ $$\frac{\partial L}{\partial a} = \frac{(P - I)\,k}{\tau N}, \qquad \frac{\parti
 GD averages each modality's gradient over its two roles (anchor in one direction, key in the other) and matches
 student to teacher: $L_\text{GD} = \mathrm{mean}_k \lVert g^t_{v,k} - g^s_{v,k}\rVert^2 + \lVert g^t_{t,k} - g^s_{t,k}\rVert^2$, with $\tau = 1/s$."""),
         code("def grads(anchor, key, tau):  # the closed form, from scratch\n"
-             "    residual = F.softmax(anchor @ key.T / tau, dim=1) - torch.eye(len(anchor))\n"
+             "    residual = F.softmax(anchor @ key.T / tau, dim=1) - torch.eye(len(anchor), device=anchor.device)\n"
              "    return residual @ key / (tau * len(anchor)), residual.T @ anchor / (tau * len(anchor))\n\n\n"
              "# the closed form equals autograd on the cross-entropy\n"
              "a, k = pv.detach().requires_grad_(), pt.detach().requires_grad_()\n"
-             "auto = torch.autograd.grad(F.cross_entropy(a @ k.T * e.scale.item(), torch.arange(len(a))), (a, k))\n"
+             "auto = torch.autograd.grad(F.cross_entropy(a @ k.T * e.scale.item(), torch.arange(len(a), device=a.device)), (a, k))\n"
              "assert_same(grads(pv.detach(), pt.detach(), 1 / e.scale.item())[0], auto[0], 'dL/d(anchor)')\n\n"
              "tau_s, tau_t = 1 / e.scale, 1 / e.teacher_scale\n"
              "(s_img_a, s_txt_k), (s_txt_a, s_img_k) = grads(pv, pt, tau_s), grads(pt, pv, tau_s)\n"
@@ -365,7 +365,7 @@ The student's image embedding must pick the *teacher's* caption embedding among 
 $$L_\text{ICL} = \tfrac12\left[\mathrm{CE}_\text{diag}(c\,p_v t_t^\top) + \mathrm{CE}_\text{diag}(c\,p_t v_t^\top)\right]$$
 
 with a learnable scale $c$. It bounds the mutual information: $I(v_s; t_t) \ge \log(N-1) - L_\text{ICL}$."""),
-        code("c = objective.scales['cross']()\ntarget = torch.arange(len(pv))\n"
+        code("c = objective.scales['cross']()\ntarget = torch.arange(len(pv), device=pv.device)\n"
              "icl_mine = 0.5 * (F.cross_entropy(c * pv @ t_t.T, target) + F.cross_entropy(c * pt @ v_t.T, target))\n"
              "assert_same(icl_mine, objective(e)['icl'] / objective.weights['icl'], 'ICL')"),
         md(r"""## AFD — augmented feature distillation (CLIP-KD §3.2.6)
@@ -425,7 +425,7 @@ def cliprd():
              "    p = F.softmax(target.detach(), dim=1)\n"
              "    return (p * (F.log_softmax(target.detach(), dim=1) - F.log_softmax(pred, dim=1))).sum(1).mean()\n\n\n"
              "def ce(logits):  # each row's own index is the right class\n"
-             "    return F.cross_entropy(logits, torch.arange(len(logits)))"),
+             "    return F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))"),
         md(r"""## VRD — vertical relational distillation
 
 Vertical logits: $A_I = \lambda_I\, v_t p_v^\top$ (teacher images vs student images), $A_T = \lambda_T\, t_t p_t^\top$.
@@ -691,6 +691,8 @@ For $n$ items with student features $X$ ($n\times D_S$) and teacher features $Y$
 def main() -> None:
     for name, build in LESSONS.items():
         notebook = nbformat.v4.new_notebook(cells=build())
+        for i, cell in enumerate(notebook.cells):  # stable ids, so regenerating changes only what was edited
+            cell.id = f"{name[:2]}-{i:02d}"
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         notebook.metadata["language_info"] = {"name": "python"}
         nbformat.validate(notebook)

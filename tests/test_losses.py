@@ -166,6 +166,13 @@ def test_mask_patches_keeps_ceil_and_order():
         L.mask_patches(tokens, 1.0)
 
 
+def test_mask_patches_takes_a_generator_on_another_device():
+    """A CPU generator masks tokens on another device (a notebook's generator, GPU tokens); 'meta' stands in for CUDA."""
+    tokens = torch.zeros(2, 7, 3, device="meta")
+    kept = L.mask_patches(tokens, 0.5, torch.Generator().manual_seed(0))
+    assert kept.shape == (2, 4, 3) and kept.device == tokens.device
+
+
 def test_masked_forward_equals_open_clip_without_masking_and_differs_with():
     from lab.models import zoo
 

@@ -156,3 +156,14 @@ def test_stage_two_trains_only_prompts_projector_and_edu_attention(method):
     assert trained == ({"prompts", "projector", "edu"} if method == "comkd" else {"prompts", "projector"})
     assert all(p.grad is None for p in student.clip.model.parameters())
     assert u_t.grad is None  # no gradient reaches the teacher's features
+
+
+def test_default_student_is_the_no_kd_run_of_the_same_seed(smoke_run, tmp_path):
+    """``student=nokd`` (the default) resolves to ``<runs>/nokd-s<seed>`` through the sweep's own training call."""
+    import shutil
+
+    from lab.train.prompt_distill import _student_spec, default_config
+
+    shutil.copytree(smoke_run, tmp_path / "nokd-s3")  # a finished run there is reused, not retrained
+    assert _student_spec(default_config(["train.seed=3"]), tmp_path) == str(tmp_path / "nokd-s3")
+    assert _student_spec(default_config(["student=shapes-student"]), tmp_path) == "shapes-student"

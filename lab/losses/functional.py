@@ -252,8 +252,9 @@ def mask_patches(tokens: torch.Tensor, mask_ratio: float, generator: torch.Gener
     b, length, width = tokens.shape
     keep = max(1, math.ceil((1 - mask_ratio) * length - 1e-9))  # the epsilon absorbs float error, e.g. 0.3 * 10
     rank, world_size = shard
-    noise = torch.rand(b * world_size, length, generator=generator, device=tokens.device)[rank * b:(rank + 1) * b]
-    kept = noise.argsort(dim=1)[:, :keep].sort(dim=1).values
+    device = generator.device if generator is not None else tokens.device  # a CPU generator also masks GPU tokens
+    noise = torch.rand(b * world_size, length, generator=generator, device=device)[rank * b:(rank + 1) * b]
+    kept = noise.argsort(dim=1)[:, :keep].sort(dim=1).values.to(tokens.device)
     return tokens.gather(1, kept.unsqueeze(-1).expand(-1, -1, width))
 
 

@@ -181,7 +181,7 @@ def _student_spec(cfg: PromptDistillConfig, runs_dir: Path) -> str:
     from lab.grids import NO_KD
     from lab.sweep import train_row
 
-    return str(train_row(NO_KD, cfg.train.seed, runs_dir, fast=False))
+    return str(train_row(NO_KD, cfg.train.seed, runs_dir))
 
 
 @torch.no_grad()
