@@ -143,6 +143,29 @@ def collect_prompt(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: 
     return records
 
 
+def paired_differences(records: list[dict], reference: str = "PromptKD") -> list[str]:
+    """Each row minus the ``reference`` row of the same protocol, seed by seed over the seeds both finished.
+
+    Seeds share the no-KD student and the stage-1 prompts, so the paired difference's spread is the
+    one that says whether two methods differ; the rows' own ± also carries the seeds' spread.
+    """
+    ref = next((r for r in records if r["row"] == reference), None)
+    if ref is None:
+        return []
+    ref_scores = dict(zip(ref["seeds"], ref["per_seed"]["score"]))
+    lines = []
+    for r in records:
+        if r is ref or r["protocol"] != ref["protocol"]:
+            continue
+        diffs = [score - ref_scores[seed] for seed, score in zip(r["seeds"], r["per_seed"]["score"])
+                 if seed in ref_scores]
+        if diffs:
+            mean, std = mean_std(diffs)
+            error = f", s.e. {std / len(diffs) ** 0.5:.1f}" if len(diffs) > 1 else ""
+            lines.append(f"{r['row']} {mean:+.1f} ± {std:.1f} (n = {len(diffs)}{error})")
+    return lines
+
+
 def prompt_markdown_table(records: list[dict]) -> str:
     lines = ["| row | protocol | seeds | student | metric | base | novel | student zero-shot | tuned teacher "
              "| teacher zero-shot | α | wall s | paper |", "|" + "---|" * 13]
@@ -154,6 +177,10 @@ def prompt_markdown_table(records: list[dict]) -> str:
     note = ("\nMean ± std over seeds, last step (%). metric: hm = base-to-novel HM on the plain style; top1 = "
             "top-1 on the target label space (plain style); target_top1 = mean top-1 over the styles the teacher "
             "and student never saw. base/novel: plain style (domain: the source style). " + PAPER_NOTE)
+    paired = paired_differences(records)
+    if paired:
+        note += ("\n\nMinus PromptKD, seed by seed (same protocol, the seeds both rows finished; mean ± std): "
+                 + "; ".join(paired) + ".")
     return "\n".join(lines) + "\n" + note + "\n"
 
 

@@ -167,3 +167,16 @@ def test_default_student_is_the_no_kd_run_of_the_same_seed(smoke_run, tmp_path):
     shutil.copytree(smoke_run, tmp_path / "nokd-s3")  # a finished run there is reused, not retrained
     assert _student_spec(default_config(["train.seed=3"]), tmp_path) == str(tmp_path / "nokd-s3")
     assert _student_spec(default_config(["student=shapes-student"]), tmp_path) == "shapes-student"
+
+
+def test_paired_differences_match_seeds_and_protocols():
+    from lab.tables import paired_differences
+
+    def record(row, protocol, seeds, scores):
+        return {"row": row, "protocol": protocol, "seeds": seeds, "per_seed": {"score": scores}}
+
+    records = [record("PromptKD", "base2novel", [0, 1, 2], [40.0, 42.0, 44.0]),
+               record("ComKD-CLIP", "base2novel", [0, 2, 3], [41.0, 43.0, 50.0]),  # seed 3 has no PromptKD run
+               record("comkd cross", "cross", [0, 1], [10.0, 11.0])]  # another protocol: not compared
+    assert paired_differences(records) == ["ComKD-CLIP +0.0 ± 1.4 (n = 2, s.e. 1.0)"]
+    assert paired_differences(records[1:]) == []  # no PromptKD row
