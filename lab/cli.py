@@ -119,13 +119,16 @@ def _run_id(args, prefix: str, seed: int) -> str:
 
 def _main_process() -> bool:
     """False on every torchrun process but rank 0 (they train and write nothing)."""
-    return os.environ.get("RANK", "0") == "0"
+    from lab.train import dist
+
+    return dist.from_env().is_main
 
 
 def _cmd_pretrain(args) -> int:
+    from lab.train import dist
     from lab.train.pretrain import pretrain, preset_config
 
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    if dist.from_env().enabled:
         raise LabError("pretrain runs in one process; launch it without torchrun (distill and promptkd run "
                        "under torchrun).")
     cfg = preset_config(args.preset, args.overrides)

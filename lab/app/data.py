@@ -47,12 +47,17 @@ def metrics(run: runs.Run) -> list[dict]:
     return _metrics(str(run.path), _stamp(run.path / runs.METRICS))
 
 
+def has_teacher_embeddings(run: runs.Run) -> bool:
+    """Whether the run stored embeddings including the teacher's (prompt-distillation runs score the
+    teacher but store no embeddings)."""
+    return run.summary.get("teacher/hm") is not None and (run.path / runs.EMBEDDINGS).is_file()
+
+
 def finished_runs(with_teacher: bool = False) -> list[runs.Run]:
-    """Complete runs; with ``with_teacher`` only those that stored embeddings including the teacher's
-    (prompt-distillation runs score the teacher but store no embeddings)."""
+    """Complete runs; with ``with_teacher`` only those with the teacher's embeddings beside the student's."""
     found = [r for r in runs.list_runs(runs_dir()) if r.complete]
     if with_teacher:
-        found = [r for r in found if r.summary.get("teacher/hm") is not None and (r.path / runs.EMBEDDINGS).is_file()]
+        found = [r for r in found if has_teacher_embeddings(r)]
     return found
 
 

@@ -45,7 +45,7 @@ def filtered(table: pd.DataFrame) -> pd.DataFrame:
 def links(run: runs.Run) -> None:
     """Buttons that open the pages showing ``run``, with the run already picked."""
     targets = []
-    if run.summary.get("teacher/hm") is not None and (run.path / runs.EMBEDDINGS).is_file():
+    if data.has_teacher_embeddings(run):
         targets += [("geometry", {"geometry_run": run.run_id}), ("similarity", {"similarity_run": run.run_id})]
     if run.kind in ("pretrain", "distill"):
         targets.append(("curves", {"curve_runs": [run.run_id]}))

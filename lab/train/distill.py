@@ -31,7 +31,7 @@ from lab.models.prompts import encode_text_batches, trim_padding
 from lab.train import dist
 from lab.train.cache import TeacherCache
 from lab.train.checkpoint import open_run, restore, training_state
-from lab.train.loop import Trainer, TrainConfig, check_precision, compile_towers, resolve_device, seed_everything
+from lab.train.loop import Trainer, TrainConfig, compile_towers, seed_everything, start_processes
 from lab.train.pretrain import PRESETS, clamp_logit_scale
 
 TEACHER_MODES = ("cache", "online")
@@ -142,13 +142,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     """
     _check_choice("teacher_mode", cfg.teacher_mode, TEACHER_MODES)
     _check_choice("mfd_input", cfg.mfd_input, MFD_INPUTS)
-    device = resolve_device(cfg.train.device)
-    ctx = dist.init(device)
-    device = dist.local_device(device, ctx)
-    check_precision(cfg.train.precision, device)
-    dist.check_batch(cfg.train.batch_size, ctx)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    device, ctx = start_processes(cfg.train)
     seed_everything(cfg.train.seed)
     teacher = load_teacher(cfg.teacher, str(device))
     student = zoo.load(cfg.student, device=str(device))

@@ -93,6 +93,19 @@ def resolve_device(name: str) -> torch.device:
         raise LabError(f"Unknown train.device '{name}'; use auto, cpu or cuda.") from err
 
 
+def start_processes(cfg: TrainConfig) -> tuple[torch.device, dist.Context]:
+    """This process's device and place under torchrun (joining its group; one process without it), the
+    precision and the batch split checked before anything is loaded or written, and the thread count set."""
+    device = resolve_device(cfg.device)
+    ctx = dist.init(device)
+    device = dist.local_device(device, ctx)
+    check_precision(cfg.precision, device)
+    dist.check_batch(cfg.batch_size, ctx)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return device, ctx
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -40,7 +40,7 @@ from lab.models import prompts as P
 from lab.models import zoo
 from lab.train import dist
 from lab.train.checkpoint import open_run, restore, training_state
-from lab.train.loop import Trainer, TrainConfig, check_precision, resolve_device, seed_everything
+from lab.train.loop import Trainer, TrainConfig, seed_everything, start_processes
 from lab.train.prompt_stage1 import StageOneConfig, TuningSet, tuned_teacher
 
 METHODS = ("promptkd", "comkd", "am")
@@ -229,11 +229,7 @@ def prompt_distill(cfg: PromptDistillConfig, run_id: str, runs_dir: str | Path =
     checkpoint (stage 1 is read from its cache). Under torchrun, stage 2 runs on every process."""
     setup = protocol_setup(cfg)
     runs_dir = Path(runs_dir)
-    device = resolve_device(cfg.train.device)
-    ctx = dist.init(device)
-    device = dist.local_device(device, ctx)
-    check_precision(cfg.train.precision, device)
-    dist.check_batch(cfg.train.batch_size, ctx)
+    device, ctx = start_processes(cfg.train)
     with dist.main_first(ctx):  # rank 0 trains a missing no-KD student, the others read it
         student_clip = zoo.load(_student_spec(cfg, runs_dir), device=str(device))
     seed_everything(cfg.train.seed)
