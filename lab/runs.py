@@ -5,6 +5,7 @@
     ``metrics.jsonl``     one JSON object per logged step (each loss term, lr, images/s)
     ``summary.json``      final metrics, wall time, mean step time, which checkpoint they come from
     ``embeddings.npz``    teacher and student embeddings of the fixed evaluation set, labels, factors
+    ``snapshots.npz``     the student's embeddings of a few hundred items at each ``train.eval_every`` step
     ``checkpoints/last.pt``  model, optimiser, scheduler, loss modules, step, RNG states, config
 
 Every file is written atomically (temporary file, then rename). :func:`read_run`
@@ -14,10 +15,16 @@ dashboard can list broken runs beside good ones.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import errno
+import glob
 import io
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -29,21 +36,96 @@ import torch
 from lab.errors import LabError
 
 CONFIG, METRICS, SUMMARY, EMBEDDINGS = "config.json", "metrics.jsonl", "summary.json", "embeddings.npz"
+SNAPSHOTS = "snapshots.npz"  # the student's embeddings at each evaluation point (lab.eval.probe)
 CHECKPOINT = Path("checkpoints") / "last.pt"
 REQUIRED_CONFIG_KEYS = ("kind", "seed", "config")
 REQUIRED_SUMMARY_KEYS = ("wall_time_s", "checkpoint")
 REQUIRED_EMBEDDING_KEYS = ("student_image", "student_text", "labels")
 
 
+# A run name is one path component from this alphabet; "." and "_" starts are the lab's own folders.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+STAGING, ASIDE = ".new-", ".old-"  # ".<run>.new-<pid>": an --overwrite being built; ".<run>.old-<pid>": one replaced
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one folder name from a safe alphabet, so a run stays inside its runs folder."""
+    if not RUN_NAME.fullmatch(name or ""):
+        raise LabError(f"Run name {name!r} is not allowed; use 1-128 letters, digits and . _ + - starting with a "
+                       f"letter or digit (one folder name, no '/' or '..').")
+    return name
+
+
+def check_runs_dir(root: str | Path) -> Path:
+    """The runs folder, created if missing; a file in its place or a folder one cannot write is one sentence."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise LabError(f"--runs-dir {root} is a file, not a folder; pass a folder (it is created if missing).")
+    with disk_errors(root):
+        root.mkdir(parents=True, exist_ok=True)
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise LabError(f"Cannot write to the runs folder {root} (permission denied); pass a folder you can write "
+                       f"with --runs-dir or fix its permissions.")
+    return root
+
+
+@contextlib.contextmanager
+def disk_errors(path: Path):
+    """A full disk, a read-only file system or a permission problem while writing ``path`` is one sentence."""
+    try:
+        yield
+    except OSError as err:
+        if isinstance(err, LabError):
+            raise
+        hint = {errno.ENOSPC: "the disk is full; free some space (or point --runs-dir elsewhere) and run it again",
+                errno.EDQUOT: "the disk quota is exceeded; free some space and run it again",
+                errno.EACCES: "permission denied; fix the folder's permissions or write somewhere else",
+                errno.EPERM: "permission denied; fix the folder's permissions or write somewhere else",
+                errno.EROFS: "the file system is read-only; write somewhere else"}.get(err.errno)
+        if hint is None:
+            raise
+        raise LabError(f"Cannot write {path}: {hint}.") from err
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _pid_of(name: str, marker: str) -> int | None:
+    tail = name.rsplit(marker, 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def remove_stale_tmp_files(folder: Path) -> list[Path]:
+    """Delete the ``.<name>.<pid>.tmp`` files that processes no longer alive left in ``folder``."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp") if Path(folder).is_dir() else ():
+        pid = _pid_of(tmp.name[:-len(".tmp")], ".")
+        if pid is not None and pid != os.getpid() and not pid_alive(pid):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -99,22 +181,30 @@ class RunWriter:
 
     def __init__(self, root: str | Path, run_id: str, kind: str, config: dict, seed: int,
                  overwrite: bool = False, resume: bool = False):
-        self.path = Path(root) / run_id
+        self.run_id, self.root = check_run_name(run_id), check_runs_dir(root)
+        self.final = self.path = self.root / run_id
+        recover(self.root, run_id)
         if (self.path / CONFIG).exists() and not (overwrite or resume):
             raise LabError(f"Run {self.path} already exists; pick another name with --name, "
                            f"or pass --overwrite to replace it.")
-        if overwrite and self.path.exists():
-            for name in (SUMMARY, METRICS, EMBEDDINGS):
-                (self.path / name).unlink(missing_ok=True)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.run_id, self.started = run_id, time.time()
+        self.staged = overwrite and (self.final / SUMMARY).exists()
+        if self.staged:  # a finished run stays whole until its replacement has finished (finish() swaps them)
+            self.path = self.root / f".{run_id}{STAGING}{os.getpid()}"
+            shutil.rmtree(self.path, ignore_errors=True)
+            _STAGED.add(self)
+        elif overwrite and self.path.exists():  # an unfinished run holds no result: cleared, so no mix is left
+            with disk_errors(self.path):
+                shutil.rmtree(self.path)
+        with disk_errors(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
+        self.started = time.time()
         if not resume or not (self.path / CONFIG).exists():
             atomic_write_json(self.path / CONFIG, {"kind": kind, "run_id": run_id, "seed": seed,
                                                    "config": config, **provenance()})
 
     def log(self, record: dict) -> None:
         """Append one metrics record (one line, flushed)."""
-        with open(self.path / METRICS, "a") as f:
+        with disk_errors(self.path / METRICS), open(self.path / METRICS, "a") as f:
             f.write(json.dumps(record, default=_json_default) + "\n")
 
     def truncate_metrics(self, last_step: int) -> None:
@@ -139,7 +229,51 @@ class RunWriter:
         atomic_write_bytes(self.path / EMBEDDINGS, buffer.getvalue())
 
     def finish(self, summary: dict) -> None:
+        """Write the summary: the run is finished. A staged --overwrite now replaces the old run."""
         atomic_write_json(self.path / SUMMARY, summary)
+        if self.staged:
+            aside = self.root / f".{self.run_id}{ASIDE}{os.getpid()}"
+            os.replace(self.final, aside)
+            os.replace(self.path, self.final)
+            shutil.rmtree(aside, ignore_errors=True)
+            _STAGED.discard(self)
+            self.path, self.staged = self.final, False
+
+    def discard(self) -> None:
+        """Drop an unfinished staged --overwrite (the old run it was to replace stays as it was)."""
+        if self.staged:
+            shutil.rmtree(self.path, ignore_errors=True)
+            _STAGED.discard(self)
+            self.staged = False
+
+
+_STAGED: set[RunWriter] = set()
+
+
+def discard_unfinished() -> None:
+    """Remove this process's unfinished staged overwrites (the CLI calls it on every exit, atexit too)."""
+    for writer in list(_STAGED):
+        writer.discard()
+
+
+atexit.register(discard_unfinished)
+
+
+def recover(root: Path, run_id: str) -> None:
+    """Tidy what killed processes left of run ``run_id``: temporary files, staged overwrites, and a run
+    moved aside in the instant of its replacement (put back if the replacement is not in place)."""
+    final = root / run_id
+    for leftover in sorted(root.glob(f".{glob.escape(run_id)}.*-*")):
+        for marker in (STAGING, ASIDE):
+            pid = _pid_of(leftover.name, marker) if leftover.name.startswith(f".{run_id}{marker}") else None
+            if pid is None or pid == os.getpid() or pid_alive(pid):
+                continue
+            if marker == ASIDE and not final.exists():
+                os.replace(leftover, final)
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+    for folder in (final, final / CHECKPOINT.parent):
+        remove_stale_tmp_files(folder)
 
 
 class SilentWriter(RunWriter):

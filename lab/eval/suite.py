@@ -32,6 +32,8 @@ class EvalConfig:
     label_space: str = "colour_shape"
     batch_size: int = 512
     geometry_k: int = 10
+    probe_per_style: int = 256  # every train.eval_every steps: a small subset scored (lab.eval.probe)
+    snapshot_items: int = 256  # ... and this many plain items' embeddings stored in snapshots.npz
 
 
 def evaluation_set(cfg: EvalConfig, image_size: int = 32) -> Batch:

@@ -23,7 +23,8 @@ from lab.config import apply_overrides, to_dict
 from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
 from lab.data.shapes import PROMPT_TEMPLATES, label_space
 from lab.errors import LabError
-from lab.eval.suite import Embedded, EvalConfig, encode_texts, evaluate, evaluation_set, score
+from lab.eval.probe import Probe
+from lab.eval.suite import EvalConfig, encode_texts, evaluate
 from lab.losses.functional import clip_loss, masked_encode_image
 from lab.losses.objective import Embeddings, Objective
 from lab.models import zoo
@@ -184,17 +185,13 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
         clamp_logit_scale(student.model)
         objective.clamp_()
 
-    probe = None
+    probe = None  # zero-shot on a small subset and the student's geometry over training (lab.eval.probe)
     if cfg.eval.per_style and cfg.train.eval_every and ctx.is_main:
-        probe = evaluation_set(EvalConfig(seed=cfg.eval.seed, per_style=min(256, cfg.eval.per_style)),
-                               student.image_size)
+        probe = Probe(student, cfg.eval, writer.path, teacher)
+        probe.resume(trainer.step)
 
     def probe_eval(step):
-        if probe is None:
-            return None
-        metrics = score(Embedded.of(student, probe, classnames), probe, cfg.eval.label_space)
-        student.model.train()
-        return {f"eval/{k}": metrics[k] for k in ("top1", "base", "novel", "hm")}
+        return probe(step) if probe is not None else None
 
     def save(step=None):
         if ctx.is_main:

@@ -15,7 +15,8 @@ import torch
 from lab.config import apply_overrides, to_dict
 from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
 from lab.errors import LabError
-from lab.eval.suite import EvalConfig, evaluate, evaluation_set, score, Embedded
+from lab.eval.probe import Probe
+from lab.eval.suite import EvalConfig, evaluate
 from lab.losses.functional import clip_loss
 from lab.models import zoo
 from lab.train.checkpoint import open_run, restore, training_state
@@ -77,14 +78,13 @@ def pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path = "runs", ov
         image, text = clip.model.encode_image(images, normalize=True), clip.model.encode_text(tokens, normalize=True)
         return {"task": clip_loss(image, text, clip.model.logit_scale.exp())}
 
-    probe_cfg = EvalConfig(seed=cfg.eval.seed, per_style=min(256, cfg.eval.per_style),
-                           label_space=cfg.eval.label_space, batch_size=cfg.eval.batch_size)
-    probe = evaluation_set(probe_cfg, clip.image_size)
+    probe = None  # zero-shot on a small subset and the model's geometry over training (lab.eval.probe)
+    if cfg.eval.per_style and cfg.train.eval_every:
+        probe = Probe(clip, cfg.eval, writer.path, reference)
+        probe.resume(trainer.step)
 
     def probe_eval(step):
-        metrics = score(Embedded.of(clip, probe, _classnames(cfg)), probe, cfg.eval.label_space)
-        clip.model.train()
-        return {f"eval/{k}": metrics[k] for k in ("top1", "base", "novel", "hm")}
+        return probe(step) if probe is not None else None
 
     def save(step=None):
         writer.save_checkpoint(training_state(trainer, {"model": clip.model.state_dict()}, to_dict(cfg),
@@ -107,9 +107,3 @@ def pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path = "runs", ov
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     return writer.path
-
-
-def _classnames(cfg: PretrainConfig):
-    from lab.data.shapes import label_space
-
-    return label_space(cfg.eval.label_space).classnames
