@@ -2,10 +2,12 @@
 
 The teacher never changes during distillation, so for a fixed dataset and fixed
 preprocessing its image and caption embeddings are the same every epoch and in
-every run. They are stored once per (teacher weights, dataset, preprocessing) as a
-safetensors file and read back by item index — a distillation step then costs
-little more than a no-KD step. When teacher and student must see the same random
-augmentation, or the data is an endless stream, run the teacher online instead.
+every run. They are stored once per *content* — teacher weights, the dataset's items,
+preprocessing and tokenizer (:func:`content_key`) — as a safetensors file and read back
+by item index, so a distillation step costs little more than a no-KD step. A CSV edited
+in place (new captions, more rows, a replaced image) gets a new key and a new entry; it is
+never served the embeddings of its old contents. When teacher and student must see the
+same random augmentation, or the data is an endless stream, run the teacher online instead.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from lab.data.pairs import in_order
+from lab.runs import remove_stale_tmp_files
+
+# A fixed caption whose token ids stand for the tokenizer in the key (vocabulary, merges, padding).
+TOKENIZER_PROBE = "a small red circle at the top left, sketched; A PHOTO of 2 dogs!"
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -32,16 +39,85 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cache_key(teacher, dataset_description: dict) -> str:
-    """Key of one cache entry: teacher weights + dataset + preprocessing + tokenizer."""
-    cfg = teacher.model.visual.preprocess_cfg
-    payload = {
-        "teacher": weights_digest(teacher.model),
-        "dataset": dataset_description,
-        "preprocess": {"image_size": teacher.image_size, "mean": list(cfg["mean"]), "std": list(cfg["std"])},
-        "context_length": int(teacher.tokenizer.context_length),
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dataset_fingerprint(dataset) -> dict:
+    """What a dataset's items are made of, cheaply: changes whenever the items could have.
+
+    * an image-file dataset (a CSV, class folders, a split file): sha256 of the CSV's bytes
+      when there is one, and a sha256 over every image's path, byte size and mtime (ns), in
+      item order, plus the captions;
+    * an in-memory dataset (a fixed ShapesWorld set): sha256 of the rendered images and captions.
+    """
+    fingerprint: dict = {"type": type(dataset).__name__, "items": len(dataset)}
+    csv_path = getattr(dataset, "csv_path", None)
+    if csv_path is not None:
+        fingerprint["csv"] = {"path": str(Path(csv_path).resolve()), "sha256": _file_digest(Path(csv_path))}
+    paths = getattr(dataset, "paths", None)
+    if paths is not None:
+        digest = hashlib.sha256()
+        for p in paths:
+            try:
+                st = os.stat(p)
+                digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:  # a missing image fails later with its own sentence; here it only changes the key
+                digest.update(f"{p}\0missing\n".encode())
+        fingerprint["images"] = digest.hexdigest()
+    items = getattr(dataset, "_items", None)
+    if items is not None:
+        digest = hashlib.sha256(np.ascontiguousarray(items.images).tobytes())
+        fingerprint["images"] = digest.hexdigest()
+    captions = getattr(dataset, "captions", None) or getattr(items, "captions", None)
+    if captions is not None:
+        fingerprint["captions"] = hashlib.sha256("\n".join(captions).encode()).hexdigest()
+    if "images" not in fingerprint:
+        raise TypeError(f"dataset_fingerprint does not know how to fingerprint a {type(dataset).__name__}")
+    return fingerprint
+
+
+def model_inputs(clip) -> dict:
+    """The teacher side of the key: weights digest, preprocessing (input size, mean, std) and tokenizer."""
+    cfg = clip.model.visual.preprocess_cfg
+    probe = clip.tokenizer([TOKENIZER_PROBE])
+    return {
+        "teacher": weights_digest(clip.model),
+        "preprocess": {"image_size": clip.image_size, "mean": list(cfg["mean"]), "std": list(cfg["std"]),
+                       "resize": "bilinear-antialias"},
+        "context_length": int(clip.tokenizer.context_length),
+        "tokenizer": {"type": type(clip.tokenizer).__name__,
+                      "probe": hashlib.sha256(probe.numpy().tobytes()).hexdigest()[:16]},
     }
+
+
+def _key(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cache_key(teacher, description: dict) -> str:
+    """Key of one cache entry of ``teacher`` for settings ``description`` (which must name the content)."""
+    cfg = teacher.model.visual.preprocess_cfg
+    return _key({"teacher": weights_digest(teacher.model), "dataset": description,
+                 "preprocess": {"image_size": teacher.image_size, "mean": list(cfg["mean"]), "std": list(cfg["std"])},
+                 "context_length": int(teacher.tokenizer.context_length)})
+
+
+def content_key(teacher, dataset, settings: dict) -> tuple[str, dict]:
+    """The teacher cache's key for ``teacher`` on ``dataset``, and the payload it digests.
+
+    Keyed on everything that determines the embeddings: the teacher's weights, preprocessing
+    and tokenizer (:func:`model_inputs`), the dataset's contents (:func:`dataset_fingerprint`)
+    and the data settings that shape each item (``settings``, e.g. the ``DataConfig`` as a
+    dict; ``workers``, which only changes how fast items load, is left out).
+    """
+    payload = {**model_inputs(teacher), "dataset": dataset_fingerprint(dataset),
+               "settings": {k: v for k, v in settings.items() if k != "workers"}}
+    return _key(payload), payload
 
 
 @torch.no_grad()
@@ -59,25 +135,38 @@ def teacher_embeddings(teacher, dataset, batch_size: int = 256) -> dict[str, tor
 
 
 class TeacherCache:
-    """Teacher embeddings on disk, one file per key under ``root``."""
+    """Teacher embeddings on disk, one file per content key under ``root``."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.last_path: Path | None = None  # the entry the last load_or_build used
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.safetensors"
 
-    def load_or_build(self, teacher, dataset, dataset_description: dict) -> tuple[dict[str, torch.Tensor], bool]:
-        """The cached embeddings (building them on a miss); also says whether it was a hit."""
-        path = self.path(cache_key(teacher, dataset_description))
+    def load_or_build(self, teacher, dataset, settings: dict) -> tuple[dict[str, torch.Tensor], bool]:
+        """The cached embeddings (building them on a miss); also says whether it was a hit.
+
+        The entry used is ``self.last_path``. An entry whose length is not the dataset's, or
+        that cannot be read, is rebuilt, never trusted.
+        """
+        key, payload = content_key(teacher, dataset, settings)
+        path = self.last_path = self.path(key)
         if path.is_file():
             try:
-                return load_file(str(path)), True
-            except Exception:  # a damaged entry is rebuilt, not trusted
-                path.unlink(missing_ok=True)
+                entry = load_file(str(path))
+                if len(entry["image"]) == len(entry["text"]) == len(dataset):
+                    return entry, True
+            except Exception:  # a damaged entry is rebuilt
+                pass
+            path.unlink(missing_ok=True)
         entry = teacher_embeddings(teacher, dataset)
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file(entry, str(tmp), metadata={"description": json.dumps(dataset_description)})
-        os.replace(tmp, path)  # atomic: readers see the whole entry or none
+        remove_stale_tmp_files(self.root)
+        tmp = self.root / f".{path.name}.{os.getpid()}.tmp"
+        try:
+            save_file(entry, str(tmp), metadata={"content": json.dumps(payload, sort_keys=True)})
+            os.replace(tmp, path)  # atomic: readers see the whole entry or none
+        finally:
+            tmp.unlink(missing_ok=True)
         return entry, False

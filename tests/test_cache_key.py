@@ -1,0 +1,82 @@
+"""The teacher cache is keyed on content: a CSV edited in place is rebuilt, an unchanged one is a hit."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lab.config import to_dict
+from lab.data.pairs import DataConfig, build_pairs
+from lab.models import zoo
+from lab.train.cache import TeacherCache, content_key, dataset_fingerprint
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+def _write_csv(folder, rows: int, word: str = "square"):
+    folder.mkdir(exist_ok=True)
+    lines = ["filepath\ttitle"]
+    for i in range(rows):
+        name, rgb = list(COLOURS.items())[i % len(COLOURS)]
+        image = folder / f"{i}.png"
+        if not image.exists():
+            Image.new("RGB", (16, 16), rgb).save(image)
+        lines.append(f"{image.name}\ta {name} {word} number {i}.")
+    (folder / "pairs.csv").write_text("\n".join(lines) + "\n")
+    return folder / "pairs.csv"
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return zoo.shipped_teacher()
+
+
+def _load(cache, teacher, csv):
+    cfg = DataConfig(source=str(csv), image_size=32)
+    dataset = build_pairs(cfg)
+    entry, hit = cache.load_or_build(teacher, dataset, to_dict(cfg))
+    return dataset, entry, hit, cache.last_path
+
+
+def test_edited_csv_rebuilds_the_cache_and_an_unchanged_one_hits_it(tmp_path, teacher):
+    cache = TeacherCache(tmp_path / "cache")
+    csv = _write_csv(tmp_path / "data", 8)
+    _, first, hit, first_path = _load(cache, teacher, csv)
+    assert not hit
+    _, again, hit, path = _load(cache, teacher, csv)
+    assert hit and path == first_path
+    np.testing.assert_array_equal(again["text"].numpy(), first["text"].numpy())
+
+    _write_csv(tmp_path / "data", 8, word="circle")  # same rows, same images, new captions
+    dataset, edited, hit, path = _load(cache, teacher, csv)
+    assert not hit and path != first_path
+    np.testing.assert_array_equal(edited["image"].numpy(), first["image"].numpy())  # images did not change
+    assert not np.allclose(edited["text"].numpy(), first["text"].numpy())  # captions did
+    expected = teacher.model.encode_text(teacher.tokenize(dataset.captions[:2]), normalize=True)
+    np.testing.assert_allclose(edited["text"][:2].numpy(), expected.detach().numpy(), atol=1e-5)
+
+    _write_csv(tmp_path / "data", 16, word="circle")  # grown: a new entry of the new length, no IndexError
+    _, grown, hit, _ = _load(cache, teacher, csv)
+    assert not hit and len(grown["image"]) == 16
+    assert not list((tmp_path / "cache").glob("*.tmp"))
+
+
+def test_replaced_image_changes_the_fingerprint(tmp_path):
+    csv = _write_csv(tmp_path / "data", 4)
+    before = dataset_fingerprint(build_pairs(DataConfig(source=str(csv))))
+    image = tmp_path / "data" / "0.png"
+    Image.new("RGB", (16, 16), (0, 0, 0)).save(image)
+    os.utime(image, ns=(1, 1))  # even an image restored to an old time is seen (its mtime differs)
+    assert dataset_fingerprint(build_pairs(DataConfig(source=str(csv)))) != before
+
+
+def test_key_follows_shapes_contents_and_preprocessing_but_not_workers(teacher):
+    cfg = DataConfig(size=32)
+    data = build_pairs(cfg)
+    key = content_key(teacher, data, to_dict(cfg))[0]
+    assert content_key(teacher, data, {**to_dict(cfg), "workers": 2})[0] == key
+    other = DataConfig(size=32, seed=1)
+    assert content_key(teacher, build_pairs(other), to_dict(other))[0] != key
+    student = zoo.load("shapes-student")
+    assert content_key(student, data, to_dict(cfg))[0] != key
