@@ -161,7 +161,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
         with dist.main_first(ctx):  # rank 0 builds a missing entry, the others read it
             cached, hit = cache.load_or_build(teacher, dataset, to_dict(cfg.data))
         if ctx.is_main:
-            print(f"teacher cache {'hit' if hit else 'built'}: {len(dataset)} pairs")
+            print(f"teacher cache {'hit' if hit else 'built'}: {len(dataset)} pairs (entry {cache.last_path})")
         cached = {k: v.to(device) for k, v in cached.items()}
     writer, checkpoint = open_run(runs_dir, run_id, "distill", {**to_dict(cfg), "formula": objective.formula()},
                                   to_dict(cfg), cfg.train.seed, overwrite, resume, ctx)
