@@ -1,13 +1,16 @@
 """Typed configs with dotted ``key=value`` overrides (OmegaConf underneath).
 
 Each command's config is a dataclass of dataclasses with defaults; presets and the
-command line override it by dotted keys (``train.steps=200``). Unknown keys and
-badly typed values are refused with one sentence that lists the valid keys.
+command line override it by dotted keys (``train.steps=200``). Unknown keys are
+refused with one sentence that lists the valid keys; a badly typed value or one out of its
+range (``train.steps=0``, ``train.lr=nan``) with one sentence naming what the key accepts,
+when the config is built — before any run folder is made or model loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import TypeVar
 
 from omegaconf import OmegaConf
@@ -40,16 +43,33 @@ def _unknown_key_error(cfg, key: str) -> LabError:
     return LabError(f"Unknown config key '{key}'; valid keys: {', '.join(keys)}.")
 
 
+TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
+
+
+def _expected(cfg, key: str) -> str:
+    obj, *path = [cfg, *key.split(".")]
+    for name in path[:-1]:
+        obj = getattr(obj, name)
+    kind = {f.name: f.type for f in dataclasses.fields(obj)}.get(path[-1])
+    kind = {"int": int, "float": float, "bool": bool, "str": str}.get(kind, kind)
+    return TYPE_WORDS.get(kind, "a valid value")
+
+
 def apply_overrides(cfg: C, overrides: dict | list[str] | None) -> C:
-    """A copy of ``cfg`` with overrides applied (a dict of dotted keys, or ``key=value`` strings)."""
+    """A copy of ``cfg`` with overrides applied (a dict of dotted keys, or ``key=value`` strings).
+
+    Every value is checked for its type and range (:func:`check_ranges`) before anything runs:
+    a mistake is one :class:`LabError` sentence naming the key and what it accepts.
+    """
     if not overrides:
+        check_ranges(cfg)
         return cfg
     if isinstance(overrides, dict):
         items = [(k, v, False) for k, v in overrides.items()]
     else:
         items = []
         for text in overrides:
-            key, sep, value = text.partition("=")
+            key, sep, value = str(text).partition("=")
             if not sep:
                 raise LabError(f"Override '{text}' needs the form key=value, e.g. train.steps=200.")
             items.append((key.strip(), value, value != ""))
@@ -58,18 +78,79 @@ def apply_overrides(cfg: C, overrides: dict | list[str] | None) -> C:
         if key not in valid:
             raise _unknown_key_error(cfg, key)
     base = OmegaConf.structured(cfg)
-    try:
-        for key, value, parse in items:  # command-line text is parsed (YAML scalars); values are taken as given
-            patch = OmegaConf.from_dotlist([f"{key}={value}"]) if parse else OmegaConf.create(_nest(key, value))
+    for key, value, parse in items:  # command-line text is parsed (YAML scalars); values are taken as given
+        try:
+            if parse:
+                patch = OmegaConf.from_dotlist([f"{key}={value}"])
+            else:
+                patch = OmegaConf.create(_nest(key, value))
             base = OmegaConf.merge(base, patch)
-        return OmegaConf.to_object(base)
-    except ConfigKeyError as err:
-        raise _unknown_key_error(cfg, str(err.full_key)) from err
-    except ValidationError as err:
-        raise LabError(f"Config key '{err.full_key}' got {err.value!r}, which is not a valid "
-                       f"{getattr(err.ref_type, '__name__', err.ref_type) or 'value'} for it.") from err
-    except OmegaConfBaseException as err:
-        raise LabError(f"Cannot apply overrides ({err}).") from err
+        except ConfigKeyError as err:
+            raise _unknown_key_error(cfg, str(err.full_key) or key) from err
+        except Exception as err:  # OmegaConf's ValidationError, YAML parse errors, interpolation …
+            raise LabError(f"{key} must be {_expected(cfg, key)}, got {value!r}.") from err
+    try:
+        built = OmegaConf.to_object(base)
+    except OmegaConfBaseException as err:  # e.g. a value that reads as an ${interpolation}
+        key = str(getattr(err, "full_key", "") or "")
+        raise LabError(f"{key or 'An override'} cannot be read ({type(err).__name__}); pass a plain value "
+                       f"without ${{...}}.") from err
+    check_ranges(built)
+    return built
+
+
+# --------------------------------------------------------------------------- ranges
+
+def _at_least(low):
+    return lambda v: v >= low, f"at least {low}"
+
+
+SEED = (lambda v: 0 <= v < 2**32, "between 0 and 2**32 - 1")
+POSITIVE = (lambda v: v > 0, "positive")
+NON_NEGATIVE = _at_least(0)
+# (config class, field) -> (test, what it accepts). Floats must also be finite (checked for every float field).
+RANGES = {
+    ("TrainConfig", "steps"): _at_least(1), ("TrainConfig", "batch_size"): _at_least(1),
+    ("TrainConfig", "lr"): POSITIVE, ("TrainConfig", "weight_decay"): NON_NEGATIVE,
+    ("TrainConfig", "warmup"): NON_NEGATIVE, ("TrainConfig", "grad_clip"): NON_NEGATIVE,
+    ("TrainConfig", "log_every"): _at_least(1), ("TrainConfig", "eval_every"): NON_NEGATIVE,
+    ("TrainConfig", "checkpoint_every"): NON_NEGATIVE, ("TrainConfig", "seed"): SEED,
+    ("TrainConfig", "threads"): NON_NEGATIVE,
+    ("DataConfig", "size"): NON_NEGATIVE, ("DataConfig", "seed"): SEED, ("DataConfig", "image_size"): _at_least(16),
+    ("DataConfig", "workers"): NON_NEGATIVE, ("DataConfig", "shuffle_buffer"): NON_NEGATIVE,
+    ("DataConfig", "augmentations"): NON_NEGATIVE,
+    ("EvalConfig", "seed"): SEED, ("EvalConfig", "per_style"): NON_NEGATIVE, ("EvalConfig", "batch_size"): _at_least(1),
+    ("EvalConfig", "geometry_k"): _at_least(1), ("EvalConfig", "probe_per_style"): NON_NEGATIVE,
+    ("EvalConfig", "snapshot_items"): NON_NEGATIVE,
+    ("StageOneConfig", "shots"): _at_least(1), ("StageOneConfig", "length"): _at_least(1),
+    ("StageOneConfig", "depth"): _at_least(1), ("StageOneConfig", "steps"): _at_least(1),
+    ("StageOneConfig", "batch_size"): _at_least(1), ("StageOneConfig", "lr"): POSITIVE,
+    ("PromptDistillConfig", "kd_weight"): NON_NEGATIVE, ("PromptDistillConfig", "temperature"): POSITIVE,
+    ("PromptDistillConfig", "prompt_length"): _at_least(1), ("PromptDistillConfig", "prompt_depth"): _at_least(1),
+    ("DistillConfig", "mask_ratio"): (lambda v: 0 <= v < 1, "at least 0 and below 1"),
+}
+# Values that are in range yet would not do what the user expects.
+NO_EFFECT = {("TrainConfig", "lr"): (0, "would not train (every step leaves the weights as they are); pass a "
+                                        "positive learning rate, e.g. train.lr=1e-3")}
+
+
+def check_ranges(cfg, prefix: str = "") -> None:
+    """Every setting of a built config in its range (a finite number, a step count of at least 1 …),
+    checked before any folder is made or any model is loaded; a value out of range is one sentence."""
+    for f in dataclasses.fields(cfg):
+        value, key = getattr(cfg, f.name), f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{key}.")
+            continue
+        rule = (type(cfg).__name__, f.name)
+        if rule in NO_EFFECT and value == NO_EFFECT[rule][0]:
+            raise LabError(f"{key}={value} {NO_EFFECT[rule][1]}.")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise LabError(f"{key} must be a finite number, got {value}.")
+        if rule in RANGES and not isinstance(value, bool) and isinstance(value, (int, float)):
+            test, accepts = RANGES[rule]
+            if not test(value):
+                raise LabError(f"{key} must be {accepts}, got {value}.")
 
 
 def _nest(key: str, value) -> dict:
