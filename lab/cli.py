@@ -103,6 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="the runs the dashboard shows")
     p.add_argument("--out", default="docs/screenshots", help="where the PNG files go")
 
+    p = sub.add_parser("cache-teacher", help="store a teacher's embeddings of K crops per image beside each "
+                                             "webdataset shard (runs under torchrun; resumable shard by shard)")
+    p.add_argument("--teacher", default="shipped", help="teacher model spec (real scale: ViT-L-14:TAG)")
+    p.add_argument("--data", required=True, help="the shards: a brace pattern, a folder of .tar files or a list file")
+    p.add_argument("--augmentations", type=int, default=4,
+                   help="K crops per image (open_clip's RandomResizedCrop); 0: one centre crop, no augmentation")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="e.g. data.image_size=224 data.crop_scale=0.9,1.0 data.flip=true data.workers=4 batch_size=256")
+
     sub.add_parser("presets", help="list the pretraining presets and model presets")
 
     p = sub.add_parser("demo", help="one seed of every grid at the demo budget, for the dashboard (skips finished runs)")
@@ -281,6 +290,25 @@ def _cmd_cost(args) -> int:
     return 0
 
 
+def _cmd_cache_teacher(args) -> int:
+    from lab.config import apply_overrides
+    from lab.train.reinforced_cache import CacheTeacherConfig, run
+
+    if args.augmentations < 0:
+        raise LabError(f"--augmentations must be 0 or more, got {args.augmentations}.")
+    crops = {"data.augment": "crop", "data.augmentations": args.augmentations} if args.augmentations else {}
+    cfg = apply_overrides(apply_overrides(CacheTeacherConfig(), {"teacher": args.teacher, "data.source": args.data,
+                                                                 **crops}), args.overrides)
+    stats = run(cfg, progress=lambda msg: print(msg, file=sys.stderr))
+    if _main_process():
+        print(f"cached {stats['samples']} samples ({stats['crops']} crops) of {stats['shards']} shards "
+              f"({stats['cached_before']} already cached) in {stats['seconds']:.1f} s"
+              + (f", {stats['crops_per_s']:.1f} crops/s" if stats["crops"] else "")
+              + (f"; {len(stats['problems'])} damaged samples left out, first: {stats['problems'][0]}"
+                 if stats["problems"] else ""))
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from lab.models.zoo import PRESETS as MODEL_PRESETS
     from lab.train.presets import PRESETS
@@ -332,7 +360,7 @@ def _cmd_screenshots(args) -> int:
 
 
 COMMANDS = {"pretrain": _cmd_pretrain, "distill": _cmd_distill, "promptkd": _cmd_promptkd, "eval": _cmd_eval,
-            "sweep": _cmd_sweep, "bench": _cmd_bench, "cost": _cmd_cost, "presets": _cmd_presets,
+            "sweep": _cmd_sweep, "bench": _cmd_bench, "cost": _cmd_cost, "cache-teacher": _cmd_cache_teacher, "presets": _cmd_presets,
             "demo": _cmd_demo, "screenshots": _cmd_screenshots}
 
 

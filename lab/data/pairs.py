@@ -25,7 +25,8 @@ STREAM_LENGTH = 2**40  # "endless": larger than any run will read
 class DataConfig:
     """Where training pairs come from.
 
-    ``source`` is ``shapes`` (ShapesWorld) or the path of an image–caption CSV.
+    ``source`` is ``shapes`` (ShapesWorld), the path of an image–caption CSV, or webdataset
+    shards (a brace pattern, a folder of ``.tar`` files or a list file; :mod:`lab.data.shards`).
     ``size`` = 0 reads an endless ShapesWorld stream; otherwise a fixed set of
     ``size`` pairs is rendered once and shuffled each epoch. ``classes`` restricts
     the colour–shape classes to ``base``/``novel``; ``holdout`` removes the
@@ -46,6 +47,13 @@ class DataConfig:
     csv_caption_key: str = "title"
     csv_separator: str = "\t"
     workers: int = 0
+    # webdataset shards (lab.data.shards): buffer shuffle, damaged members, open_clip's training crop
+    shuffle_buffer: int = 1000
+    corrupt: str = "skip"
+    augment: str = "none"
+    crop_scale: str = "0.9,1.0"
+    flip: bool = False
+    augmentations: int = 0
 
     def stream_spec(self, split: str = "train") -> StreamSpec:
         styles = tuple(s.strip() for s in self.styles.split(",") if s.strip())
@@ -134,6 +142,8 @@ def step_batches(dataset: Dataset, batch_size: int, steps: int, seed: int, start
     The loader draws its worker seeds from its own generator, never from the global one, so
     starting it (again, when resuming) leaves the training RNG streams untouched.
     """
+    if hasattr(dataset, "loader"):  # a webdataset shard stream deals its own steps (lab.data.shards)
+        return dataset.loader(batch_size, steps, start_step, workers, shard)
     sampler = StepSampler(len(dataset), batch_size, steps, seed, getattr(dataset, "endless", False), start_step,
                           shard)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=_keep_batch, num_workers=workers,
@@ -144,6 +154,10 @@ def build_pairs(cfg: DataConfig) -> Dataset:
     """The training dataset a :class:`DataConfig` describes."""
     if cfg.source == "shapes":
         return ShapesPairs(cfg.stream_spec("train"), cfg.size, cfg.image_size)
+    from lab.data.shards import build_stream, is_shard_source
+
+    if is_shard_source(cfg.source):
+        return build_stream(cfg)
     from lab.data.files import CsvPairs
 
     return CsvPairs(cfg.source, image_size=cfg.image_size, image_key=cfg.csv_image_key,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from lab.config import apply_overrides, to_dict
 from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
+from lab.data.shards import DamageReport, ShardStream, check_resume
 from lab.data.shapes import PROMPT_TEMPLATES, label_space
 from lab.errors import LabError
 from lab.eval.probe import Probe
@@ -31,6 +32,8 @@ from lab.models import zoo
 from lab.models.prompts import encode_text_batches, trim_padding
 from lab.train import dist
 from lab.train.cache import TeacherCache
+from lab.train.logger import RunLogger
+from lab.train.reinforced_cache import ShardTeacher
 from lab.train.checkpoint import open_run, restore, training_state
 from lab.train.loop import Trainer, TrainConfig, compile_towers, seed_everything, start_processes
 from lab.train.pretrain import PRESETS, clamp_logit_scale
@@ -99,6 +102,9 @@ class DistillStep:
             self.teacher_classes = encode_texts(teacher, prompts).to(self.device)
 
     def teacher_outputs(self, batch, images):
+        if "teacher_image" in batch.factors:  # cached beside the shards, for this very crop (reinforced_cache)
+            f = {k: torch.as_tensor(batch.factors[f"teacher_{k}"], device=self.device) for k in ("image", "text", "scale")}
+            return f["image"], f["text"], f["scale"][0]
         if self.cached is not None:
             index = torch.as_tensor(batch.factors["index"], device=self.device)
             return self.cached["image"][index], self.cached["text"][index], self.cached["scale"][0]
@@ -153,7 +159,9 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
         seed_everything(cfg.train.seed + ctx.rank)  # per-rank streams for anything random inside a step
     dataset = build_pairs(cfg.data)
     cached = None
-    if cfg.teacher_mode == "cache":
+    if cfg.teacher_mode == "cache" and isinstance(dataset, ShardStream):  # K crops' embeddings beside the shards
+        dataset.teacher = ShardTeacher.open(teacher, dataset.paths, dataset.augmentation, cfg.data.image_size)
+    elif cfg.teacher_mode == "cache":
         if getattr(dataset, "endless", False):
             raise LabError("The teacher cache needs a fixed dataset (data.size > 0); use teacher_mode=online "
                            "for an endless stream.")
@@ -171,13 +179,15 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
         compile_towers(student.model)
     student.model.train()
     params = list(student.model.named_parameters()) + [(f"objective.{n}", p) for n, p in objective.named_parameters()]
-    trainer = Trainer(params, cfg.train, writer.log, desc=f"distill {run_id}", ctx=ctx)
+    logger = RunLogger(writer, cfg.train.logger, ctx.is_main)
+    trainer = Trainer(params, cfg.train, logger.log, desc=f"distill {run_id}", ctx=ctx)
     classnames = label_space(cfg.eval.label_space).classnames
     step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed,
                           cfg.mfd_input, ctx)
     if checkpoint is not None:
         restore(checkpoint, trainer, {"model": student.model.load_state_dict, "objective": objective.load_state_dict},
                 {"mfd": step_fn.generator}, ctx)
+        check_resume(checkpoint["config"], cfg)
         if ctx.is_main:
             print(f"resuming {run_id} at step {trainer.step} of {cfg.train.steps}")
 
@@ -199,10 +209,12 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
                 trainer, {"model": student.model.state_dict(), "objective": objective.state_dict()}, to_dict(cfg),
                 {"mfd": step_fn.generator}, arch=student.arch))
 
-    batches = step_batches(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, trainer.step,
-                           cfg.data.workers, (ctx.rank, ctx.world_size))
+    damage = DamageReport()
+    batches = damage.track(step_batches(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed,
+                                        trainer.step, cfg.data.workers, (ctx.rank, ctx.world_size)))
     stats = trainer.fit(batches, step_fn, after_step=after_step, every={cfg.train.eval_every: probe_eval},
                         checkpoint=save)
+    damaged = damage.summary(ctx) if isinstance(dataset, ShardStream) else {}
     if not ctx.is_main:
         return writer.path
     save()
@@ -211,8 +223,9 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     if cfg.eval.per_style:
         metrics, arrays = evaluate(student, cfg.eval, teacher=teacher, projection=objective.projection)
         writer.save_embeddings(arrays)
+    logger.close(metrics)
     writer.finish({
-        **metrics, "formula": objective.formula(), "params": student.num_parameters(),
+        **metrics, **damaged, "formula": objective.formula(), "params": student.num_parameters(),
         "teacher_params": teacher.num_parameters(), "teacher_mode": cfg.teacher_mode,
         "wall_time_s": stats.wall_time_s, "eval_time_s": time.perf_counter() - t0,
         "mean_step_s": stats.mean_step_s, "mean_data_s": stats.mean_data_s, "images_per_s": stats.images_per_s,

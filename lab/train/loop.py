@@ -46,6 +46,7 @@ class TrainConfig:
     threads: int = 0
     precision: str = "fp32"  # fp32, or bf16: bfloat16 autocast of the forward (CUDA only)
     compile: bool = False  # torch.compile the student's towers
+    logger: str = "jsonl"  # or tensorboard: event files beside metrics.jsonl too (lab.train.logger)
 
 
 def autocast(device: torch.device, precision: str):
