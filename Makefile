@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo runs test teacher clean-runs
+.PHONY: install demo runs test teacher clean-runs lab notebooks student instructor lessons-html lessons-pack
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,28 @@ test: $(STAMP)
 ## make teacher: rebuild the shipped ShapesWorld teacher from scratch (about 40 min on 2 CPU cores)
 teacher: $(STAMP)
 	$(PY) -m lab pretrain --preset teacher --name teacher-recipe --overwrite --export data/teacher/shapes-teacher.safetensors
+
+## make lab: JupyterLab on notebooks/, on localhost, with this repository's .venv as the kernel
+## (LAB_ARGS="--no-browser --port=8899" passes options; LAB_PRESET=fast|cpu|gpu picks the lessons' budget)
+lab: $(STAMP)
+	$(PY) -m jupyterlab --ServerApp.ip=localhost --ServerApp.root_dir=notebooks $(LAB_ARGS)
+
+## make notebooks: rewrite notebooks/NN_*.ipynb from their jupytext sources notebooks/NN_*.py (outputs stripped)
+notebooks: $(STAMP)
+	$(PY) -m lab lessons sync
+
+## make student / make instructor: that edition of every lesson, in notebooks/editions/<edition>/
+student instructor: $(STAMP)
+	$(PY) -m lab lessons edition $@ notebooks/editions/$@
+
+## make lessons-html: the executed cpu-preset lessons as offline HTML pages in runs/lessons/html-cpu/
+lessons-html: $(STAMP)
+	test -d runs/lessons/executed-cpu || $(PY) notebooks/run_presets.py --preset cpu
+	$(PY) -m lab lessons html --preset cpu
+
+## make lessons-pack: the lessons' finished cpu-preset runs as one archive for a classroom (see notebooks/INSTRUCTORS.md)
+lessons-pack: $(STAMP)
+	$(PY) -m lab lessons pack --preset cpu runs/lessons-cpu.tar.gz
 
 clean-runs:
 	rm -rf runs

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from lab.errors import LabError
+from lab.lessons import cli as lesson_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="one seed of every grid at the demo budget, for the dashboard (skips finished runs)")
     p.add_argument("--fast", action="store_true", help="the seconds-long budget instead (tests)")
     p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
+    lesson_commands.add_commands(sub)  # lessons, grade
     return parser
 
 
@@ -362,6 +364,7 @@ def _cmd_screenshots(args) -> int:
 COMMANDS = {"pretrain": _cmd_pretrain, "distill": _cmd_distill, "promptkd": _cmd_promptkd, "eval": _cmd_eval,
             "sweep": _cmd_sweep, "bench": _cmd_bench, "cost": _cmd_cost, "cache-teacher": _cmd_cache_teacher, "presets": _cmd_presets,
             "demo": _cmd_demo, "screenshots": _cmd_screenshots}
+COMMANDS.update(lesson_commands.COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

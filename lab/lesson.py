@@ -32,6 +32,7 @@ from lab.errors import LabError
 
 DEFAULT_RUNS_DIR = Path(__file__).resolve().parents[1] / "runs" / "lessons"
 GPU_TEACHER = "ViT-B-32:openai"
+PROBE_ITEMS = 128  # test items per style the probe scores at each evaluation point (the final evaluation: all)
 
 
 @dataclass(frozen=True)
@@ -42,15 +43,16 @@ class Preset:
     batch: int  # the one batch the from-scratch cells use
     device: str  # "auto", "cpu" or "cuda"
     teacher: str = "shipped"
+    eval_every: int = 0  # CLIP runs: the trainers' cheap probe (lab.eval.probe) every this many steps, for the curves
 
 
 PRESETS = {
     "fast": Preset("fast", "seconds per run, only to exercise the code (CI); the numbers mean nothing",
                    "fast", 16, "cpu"),
     "cpu": Preset("cpu", "the demo budget (200 steps on 4,096 pairs; prompt rows 400 steps): minutes on a "
-                         "laptop CPU, enough to see the effect", "demo", 32, "auto"),
+                         "laptop CPU, enough to see the effect", "demo", 32, "auto", eval_every=20),  # 10 points in 200 steps
     "gpu": Preset("gpu", "the full budget of the README's tables on CUDA, with a real pretrained open_clip "
-                         "teacher", "full", 128, "cuda", os.environ.get("LAB_GPU_TEACHER", GPU_TEACHER)),
+                         "teacher", "full", 128, "cuda", os.environ.get("LAB_GPU_TEACHER", GPU_TEACHER), 80),  # 10 in 800
 }
 
 
@@ -97,6 +99,8 @@ class Lesson:
 
     def _overrides(self, kind: str) -> list[str]:
         out = [f"train.device={self.device}"]
+        if self.preset.eval_every and kind != "prompt":  # the prompt trainer has no probe
+            out += [f"train.eval_every={self.preset.eval_every}", f"eval.probe_per_style={PROBE_ITEMS}"]
         if self.teacher != "shipped":
             out.append(f"reference_teacher={self.teacher}" if kind == "nokd" else f"teacher={self.teacher}")
         return out
@@ -118,7 +122,7 @@ class Lesson:
         from lab.sweep import train_row
 
         return train_row(row, self.seed, self.runs_dir, self.preset.scale,
-                         [*self._overrides("kd"), f"student={self.clip_run()}"])
+                         [*self._overrides("prompt"), f"student={self.clip_run()}"])
 
     # ------------------------------------------------------------------ one batch for the from-scratch cells
 
@@ -178,6 +182,28 @@ class Lesson:
         return training_curves({label: runs.read_run(p).metrics() for label, p in paths.items()}, key)
 
 
+def versus(values: dict[str, float], a: str, b: str, unit: str = "HM") -> str:
+    """One comparison sentence from numbers a lesson printed: "FD beat CRD by 14.6 HM (39.9 vs 25.3)"."""
+    diff = values[a] - values[b]
+    if round(abs(diff), 1) == 0:
+        return f"{a} and {b} tied ({values[a]:.1f} {unit})"
+    win, lose = (a, b) if diff > 0 else (b, a)
+    return f"{win} beat {lose} by {abs(diff):.1f} {unit} ({values[win]:.1f} vs {values[lose]:.1f})"
+
+
+def ranking(values: dict[str, float], unit: str = "HM") -> str:
+    """The runs from best to worst, with their numbers: "FD 39.9 > MFD 35.1 > CRD 25.3 > no KD 23.7 HM"."""
+    ordered = sorted(values, key=values.get, reverse=True)
+    return " > ".join(f"{label} {values[label]:.1f}" for label in ordered) + f" {unit}"
+
+
+def say(*sentences: str) -> None:
+    """Show a summary computed from the lesson's own numbers, as Markdown bullets (plain text outside Jupyter)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown("\n".join(f"* {s}" for s in sentences)))
+
+
 def _summary(path: Path) -> dict:
     run = runs.read_run(path)
     if not run.complete:
@@ -199,6 +225,9 @@ def start(preset: str | None = None) -> Lesson:
     if name not in PRESETS:
         raise LabError(f"Unknown preset '{name}'; choose one of: {', '.join(PRESETS)}.")
     chosen = PRESETS[name]
+    from lab.lessons import offline
+
+    offline.enable()  # every figure draws with no network (JavaScript inlined from installed packages)
     if name == "gpu":
         reason = gpu_unavailable(chosen.teacher)
         if reason:
@@ -236,21 +265,44 @@ def assert_same(mine: torch.Tensor, lab_value: torch.Tensor, what: str, atol: fl
     print("  ✓ equal")
 
 
-def check(exercise: str, answer, expected, atol: float = 1e-5) -> bool:
-    """Self-check an exercise: ``None`` means not attempted yet; otherwise the answer must equal ``expected``."""
+def check(number: str, answer, **inputs) -> None:
+    """Self-check exercise ``number``: ``None`` means not attempted yet; otherwise the answer must equal the
+    expected value, which :mod:`lab.lessons.exercises` computes from ``inputs`` with the lab's own functions
+    (so the notebook holds no expected value). A wrong answer raises an ``AssertionError`` that says where
+    and by how much it differs."""
+    from lab.lessons.exercises import EXERCISES
+
+    if number not in EXERCISES:
+        raise LabError(f"Unknown exercise '{number}'; the exercises are {', '.join(EXERCISES)}.")
+    label = f"Exercise {number} ({EXERCISES[number].title})"
     if answer is None:
-        print(f"Exercise {exercise}: not attempted yet — fill in the cell above and run this one again.")
-        return False
-    answer, expected = torch.as_tensor(answer, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64)
-    if answer.shape != expected.shape or not torch.allclose(answer, expected, rtol=1e-4, atol=atol):
-        raise AssertionError(f"Exercise {exercise}: not yet — expected {_brief(expected)}, got {_brief(answer)}. "
-                             f"Re-read the equation above and try again.")
-    print(f"Exercise {exercise}: ✓ correct — well done.")
-    return True
+        print(f"{label}: not attempted yet — fill in the cell above and run this one again.")
+        return
+    problem = difference(answer, EXERCISES[number].expected(**inputs), EXERCISES[number].atol)
+    if problem:
+        raise AssertionError(f"{label}: wrong — {problem}. Re-read the equation above and try again.")
+    print(f"{label}: ✓ correct — well done.")
 
 
-def _brief(x: torch.Tensor) -> str:
-    return f"{x.item():.6g}" if x.numel() == 1 else f"a tensor of shape {tuple(x.shape)}"
+def difference(answer, expected, atol: float = 1e-5) -> str | None:
+    """How ``answer`` differs from ``expected`` (shape, or the largest difference and where), None if equal."""
+    try:
+        got = torch.as_tensor(answer.detach() if torch.is_tensor(answer) else answer, dtype=torch.float64).cpu()
+    except (TypeError, ValueError, RuntimeError):
+        return f"the answer is a {type(answer).__name__}, not a number or a tensor"
+    want = torch.as_tensor(expected.detach() if torch.is_tensor(expected) else expected, dtype=torch.float64).cpu()
+    if got.shape != want.shape:
+        return f"your answer has shape {tuple(got.shape)}, the expected value has shape {tuple(want.shape)}"
+    close = torch.isclose(got, want, rtol=1e-4, atol=atol)
+    if bool(close.all()):
+        return None
+    if got.numel() == 1:
+        off = (got - want).item()
+        return f"your answer {got.item():.6g} is too {'large' if off > 0 else 'small'} by {abs(off):.3g}"
+    gap = (got - want).abs()
+    where = tuple(int(i) for i in torch.unravel_index(gap.argmax(), gap.shape))
+    return (f"{int((~close).sum())} of {got.numel()} entries differ; the largest difference, {gap.max().item():.3g}, "
+            f"is at index {where}: your {got[where].item():.6g} against the expected {want[where].item():.6g}")
 
 
 def explore(draw, **sliders) -> None:

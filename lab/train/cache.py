@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from lab.data.pairs import in_order
 from lab.runs import remove_stale_tmp_files
+from lab.train.loop import bars_disabled
 
 # A fixed caption whose token ids stand for the tokenizer in the key (vocabulary, merges, padding).
 TOKENIZER_PROBE = "a small red circle at the top left, sketched; A PHOTO of 2 dogs!"
@@ -127,7 +128,7 @@ def teacher_embeddings(teacher, dataset, batch_size: int = 256) -> dict[str, tor
     images, texts = [], []
     batches = in_order(dataset, batch_size)
     for batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc="teacher cache", unit="batch",
-                      mininterval=1.0):
+                      mininterval=1.0, disable=bars_disabled()):
         images.append(teacher.model.encode_image(teacher.image_tensor(batch.images), normalize=True).float().cpu())
         texts.append(teacher.model.encode_text(teacher.tokenize(batch.captions), normalize=True).float().cpu())
     return {"image": torch.cat(images), "text": torch.cat(texts),

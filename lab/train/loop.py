@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -163,6 +164,12 @@ class FitStats:
     images_per_s: float
 
 
+def bars_disabled() -> bool:
+    """``TQDM_DISABLE=1`` (headless lesson runs, the tests): no progress bar. Read here because tqdm.notebook,
+    which ``tqdm.auto`` picks in Jupyter, passes ``disable`` explicitly and so ignores that variable."""
+    return os.environ.get("TQDM_DISABLE", "").lower() not in ("", "0", "false")
+
+
 class Trainer:
     """Runs optimisation steps over a stream of batches (this process's shard of each under torchrun)."""
 
@@ -227,7 +234,7 @@ class Trainer:
         compute, data_wait, images, timed = 0.0, 0.0, 0, 0
         started = time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc, unit="step", dynamic_ncols=True,
-                   mininterval=1.0, disable=not self.ctx.is_main)
+                   mininterval=1.0, disable=not self.ctx.is_main or bars_disabled())
         t_data = time.perf_counter()
         for batch in batches:
             t0 = time.perf_counter()
@@ -250,7 +257,8 @@ class Trainer:
             record = None
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 record = {"step": self.step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()},
-                          "lr": lr, "images_per_s": len(batch) * self.ctx.world_size / max(t1 - t_data, 1e-9)}
+                          "lr": lr, "images_per_s": len(batch) * self.ctx.world_size / max(t1 - t_data, 1e-9),
+                          "elapsed_s": t1 - started}  # wall time since this process started training
             for interval, callback in (every or {}).items():
                 if interval and (self.step % interval == 0 or self.step == cfg.steps):
                     extra = callback(self.step)

@@ -1,0 +1,83 @@
+"""``python -m lab lessons …`` and ``python -m lab grade …`` (wired into :mod:`lab.cli`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from lab.errors import LabError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXECUTED = ROOT / "runs" / "lessons"
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("lessons", help="the lessons: sync their notebooks, write an edition, export HTML, pack runs")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("sync", help="write notebooks/NN_*.ipynb from their jupytext sources notebooks/NN_*.py")
+    actions.add_parser("check", help="exit 1 if a notebook differs from its source or holds outputs")
+    q = actions.add_parser("edition", help="write the student or instructor edition of every lesson")
+    q.add_argument("edition", choices=("student", "instructor"))
+    q.add_argument("out", help="folder to write the notebooks into")
+    q = actions.add_parser("html", help="executed lessons as self-contained offline HTML pages")
+    q.add_argument("--preset", default="cpu", help="the executed copies of notebooks/run_presets.py --preset P")
+    q.add_argument("--executed", default="", help="folder of executed notebooks (default runs/lessons/executed-P)")
+    q.add_argument("--out", default="", help="where the pages go (default runs/lessons/html-P)")
+    q = actions.add_parser("pack", help="pack the finished runs of runs/lessons/PRESET into one archive")
+    q.add_argument("archive")
+    q.add_argument("--preset", default="cpu")
+    q.add_argument("--runs-dir", default=str(EXECUTED))
+    q.add_argument("--with-checkpoints", action="store_true", help="also the training checkpoints (large)")
+    q = actions.add_parser("unpack", help="unpack a runs pack; then set LAB_RUNS_DIR to the folder")
+    q.add_argument("archive")
+    q.add_argument("runs_dir")
+
+    p = sub.add_parser("grade", help="execute submitted lesson notebooks (fast preset, offline) and tabulate the checks")
+    p.add_argument("submissions", nargs="+", help="the students' .ipynb files (the student is the file name)")
+    p.add_argument("--csv", default="grades.csv", help="where the table goes as CSV (default grades.csv)")
+    p.add_argument("--timeout", type=int, default=300, help="seconds per cell")
+
+
+def _cmd_lessons(args) -> int:
+    from lab.lessons import editions, export, pack, sources
+
+    if args.action == "sync":
+        for path in sources.sync():
+            print(f"wrote {path.relative_to(ROOT)}")
+    elif args.action == "check":
+        problems = sources.stale()
+        for problem in problems:
+            print(f"{problem}; run `python -m lab lessons sync`", file=sys.stderr)
+        return 1 if problems else 0
+    elif args.action == "edition":
+        for path in editions.write_edition(args.edition, Path(args.out)):
+            print(f"wrote {path}")
+    elif args.action == "html":
+        executed = Path(args.executed or EXECUTED / f"executed-{args.preset}")
+        notebooks = sorted(executed.glob("[0-9][0-9]_*.ipynb"))
+        if not notebooks:
+            raise LabError(f"No executed lessons in {executed}; run "
+                           f"`python notebooks/run_presets.py --preset {args.preset}` first.")
+        for page in export.export(notebooks, Path(args.out or EXECUTED / f"html-{args.preset}")):
+            print(f"wrote {page} ({page.stat().st_size / 1e6:.1f} MB)")
+    elif args.action == "pack":
+        names = pack.pack(args.preset, Path(args.archive), Path(args.runs_dir), args.with_checkpoints)
+        print(f"packed {len(names)} runs of {Path(args.runs_dir) / args.preset} into {args.archive} "
+              f"({Path(args.archive).stat().st_size / 1e6:.1f} MB)")
+    elif args.action == "unpack":
+        presets = pack.unpack(Path(args.archive), Path(args.runs_dir))
+        print(f"unpacked {', '.join(presets)} into {args.runs_dir}; now: export LAB_RUNS_DIR={args.runs_dir}")
+    return 0
+
+
+def _cmd_grade(args) -> int:
+    from lab.lessons import grade
+
+    grades = grade.grade([Path(p) for p in args.submissions], args.timeout)
+    print(grade.table(grades))
+    grade.write_csv(grades, Path(args.csv))
+    print(f"wrote {args.csv}")
+    return 0
+
+
+COMMANDS = {"lessons": _cmd_lessons, "grade": _cmd_grade}

@@ -1,0 +1,44 @@
+"""A pre-trained runs pack for a classroom: ``runs/lessons/<preset>`` as one ``.tar.gz``.
+
+Made once on the instructor's machine, unpacked on each laptop; ``LAB_RUNS_DIR`` then points the
+lessons at it, so a finished run is reused instead of trained again::
+
+    python -m lab lessons pack --preset cpu lessons-cpu.tar.gz
+    python -m lab lessons unpack lessons-cpu.tar.gz ~/lab-runs       # then: export LAB_RUNS_DIR=~/lab-runs
+"""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+from lab import runs
+from lab.errors import LabError
+from lab.lesson import DEFAULT_RUNS_DIR
+
+SKIP = {"checkpoint.pt", "checkpoint.safetensors"}  # the lessons read summaries, metrics and embeddings only
+
+
+def pack(preset: str, archive: Path, runs_dir: Path = DEFAULT_RUNS_DIR, with_checkpoints: bool = False) -> list[str]:
+    """Pack the finished runs of ``runs_dir/preset`` into ``archive``; returns their names."""
+    source = Path(runs_dir) / preset
+    finished = sorted(p for p in source.glob("*") if p.is_dir() and runs.read_run(p).complete) if source.is_dir() else []
+    if not finished:
+        raise LabError(f"No finished lesson runs in {source}; run the lessons first "
+                       f"(python notebooks/run_presets.py --preset {preset}).")
+    with tarfile.open(archive, "w:gz") as tar:
+        for run in finished:
+            for path in sorted(run.rglob("*")):
+                if path.is_file() and (with_checkpoints or path.name not in SKIP):
+                    tar.add(path, arcname=str(Path(preset) / path.relative_to(source)))
+    return [run.name for run in finished]
+
+
+def unpack(archive: Path, runs_dir: Path) -> list[str]:
+    """Unpack a runs pack into ``runs_dir`` (use it with ``LAB_RUNS_DIR=runs_dir``); returns the preset folders."""
+    if not Path(archive).is_file():
+        raise LabError(f"No runs pack at {archive}; make one with `python -m lab lessons pack`.")
+    Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(runs_dir, filter="data")
+        return sorted({Path(name).parts[0] for name in tar.getnames()})

@@ -1,0 +1,144 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 — CLIP, ShapesWorld and the teacher
+#
+# Before distilling anything we need a teacher worth copying and a fair baseline. This lesson shows how ShapesWorld is built (factors, label spaces, base and novel classes, styles), how a CLIP classifies an image *zero-shot* from class names alone, how good the shipped teacher is, and what the student reaches when trained alone — the **no-KD baseline** every later lesson beats (or fails to beat).
+
+# %% [markdown]
+# ## Parameters
+#
+# `PRESET` picks the budget: **`fast`** (seconds; what CI runs — its numbers mean nothing), **`cpu`** (minutes on a laptop; enough to see the effect) or **`gpu`** (the full budget on CUDA with a real pretrained open_clip teacher; without a GPU or the weights it explains why and falls back to `cpu`). Set it here or with `LAB_PRESET=fast jupyter lab`.
+
+# %% tags=["parameters"]
+import os
+
+PRESET = os.environ.get("LAB_PRESET", "cpu")  # fast | cpu | gpu
+
+# %%
+import sys
+from pathlib import Path
+
+# the repository root (the folder holding lab/), so `import lab` works wherever Jupyter started
+sys.path.insert(0, str(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / 'lab').is_dir())))
+
+import torch
+import torch.nn.functional as F
+
+from lab.lesson import assert_same, check, explore, show_shapes, start
+from lab.data.shapes import PROMPT_TEMPLATES, STYLES, ShapesWorld, StreamSpec, label_space
+from lab.eval import zeroshot
+from lab.eval.suite import encode_images, encode_texts
+from lab.train.distill import load_teacher
+from lab.viz import image_grid, similarity_heatmaps, similarity_matrices
+from lab import runs
+
+lesson = start(PRESET)
+
+# %% [markdown]
+# ## The world
+#
+# An item is drawn from factors — 8 colours × 8 shapes × 3 sizes × 9 positions, a rotation and one of four styles — and rendered; the caption is written from the same factors. The 64 colour–shape classes are split into 32 *base* and 32 *novel* classes (for base-to-novel evaluation).
+
+# %%
+world = ShapesWorld(32)
+test = {style: world.sample(StreamSpec(seed=1234, split='test', styles=(style,)), 0, 256) for style in STYLES}
+grid = [test[s].images[i] for s in STYLES for i in range(6)]
+image_grid(grid, [f'{s}: {test[s].captions[i][:20]}' for s in STYLES for i in range(6)], columns=6)
+
+# %%
+space = label_space('colour_shape')
+print(space.num_classes, 'classes; base', len(space.base_ids), 'novel', len(space.novel_ids))
+print('e.g.', space.classnames[:5])
+print(PROMPT_TEMPLATES[:3])
+
+# %% [markdown]
+# ## Zero-shot classification
+#
+# A CLIP turns class names into a classifier. For class $c$, embed each prompt template filled with its name,
+# normalise, average and normalise again: $w_c = \mathrm{normalize}\big(\tfrac1T\sum_\tau \mathrm{normalize}(f_\text{text}(\tau(c)))\big)$.
+# An image $x$ is assigned $\arg\max_c \cos(f_\text{img}(x), w_c)$. *Base* accuracy lets only base classes compete,
+# *novel* only novel ones, and HM $= 2\,\text{base}\cdot\text{novel}/(\text{base}+\text{novel})$.
+
+# %%
+teacher = load_teacher(lesson.teacher, lesson.device)
+plain = test['plain']
+names = space.classnames
+# from scratch: the prompt ensemble
+per_prompt = encode_texts(teacher, [tpl.format(c) for c in names for tpl in PROMPT_TEMPLATES])
+W = F.normalize(per_prompt.view(len(names), len(PROMPT_TEMPLATES), -1).mean(1), dim=-1)
+images = encode_images(teacher, plain.images)
+labels = torch.as_tensor(plain.labels(space))
+show_shapes(per_prompt=per_prompt, W=W, images=images, labels=labels)
+assert_same(W, zeroshot.class_embeddings(lambda t: encode_texts(teacher, t), names, PROMPT_TEMPLATES), 'class weights', atol=1e-5)
+mine = 100.0 * ((images @ W.T).argmax(1) == labels).float().mean()
+assert_same(mine, zeroshot.top1(images, W, labels), 'teacher top-1 (%) on 256 plain test images')
+
+# %%
+for style in STYLES:
+    scores = zeroshot.zeroshot_scores(encode_images(teacher, test[style].images), W,
+        torch.as_tensor(test[style].labels(space)), space.base_ids, space.novel_ids)
+    print(f"{style:<9} top-1 {scores['top1']:5.1f}  base {scores['base']:5.1f}  novel {scores['novel']:5.1f}  HM {scores['hm']:5.1f}")
+
+# %% [markdown]
+# ## The no-KD baseline
+#
+# The student trained alone with the task loss, at this preset's budget. Every distilled run in lessons 02–06 uses exactly the same data, steps and optimiser.
+
+# %%
+nokd = lesson.clip_run()
+summary = runs.read_run(nokd).summary
+print(f"no-KD student HM {summary['hm']:.1f} | teacher HM {summary['teacher/hm']:.1f} on the same test set")
+
+# %%
+lesson.curves({"no KD": nokd}, "task")
+
+# %% [markdown]
+# How alike are the two spaces? Cosine similarity of every image to every caption, one item per class, teacher beside student:
+
+# %%
+similarity_heatmaps(similarity_matrices(runs.read_run(nokd).embeddings(), "image-text"))
+
+# %% [markdown]
+# ## Summary
+#
+# * ShapesWorld gives exact labels for several label spaces, a base/novel split and four styles.
+# * Zero-shot classification is a nearest-class-embedding rule; the teacher is strong on every style (the table above).
+# * Compare the teacher's HM with the no-KD student's above: that gap is what distillation tries to close. The student's similarity matrix is blurrier — it has not learned to separate the classes.
+
+# %% [markdown]
+# ## Exercises
+
+# %% [markdown]
+# **Exercise 1.1.** Compute the harmonic mean of base accuracy 80 and novel accuracy 40.
+
+# %% tags=["solution"]
+answer = 2 * 80 * 40 / (80 + 40)
+
+# %%
+check("1.1", answer)
+
+# %% [markdown]
+# **Exercise 1.2.** Build the teacher's class weights from the **first template only** (no ensemble).
+
+# %% tags=["solution"]
+answer = F.normalize(encode_texts(teacher, [PROMPT_TEMPLATES[0].format(c) for c in names]), dim=-1)
+
+# %%
+check("1.2", answer, teacher=teacher, names=names)
+
+# %% [markdown]
+# Does the single template change the teacher's top-1? Try `zeroshot.top1(images, answer, labels)`.
