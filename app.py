@@ -4,10 +4,14 @@ import os
 
 import streamlit as st
 
+from lab.app.data import check_runs_dir_box
 from lab.app.pages import all_pages, remember_widgets
 
 st.set_page_config(page_title="CLIP distillation lab", layout="wide")
 st.session_state.setdefault("runs_dir", os.environ.get("LAB_RUNS_DIR", "runs"))
-st.sidebar.text_input("Runs directory", key="runs_dir")
+st.sidebar.text_input("Runs directory", key="runs_dir", on_change=check_runs_dir_box,
+                      help="the runs folder the dashboard was started on, or a folder inside it")
+if "runs_dir_refused" in st.session_state:
+    st.sidebar.error(st.session_state.pop("runs_dir_refused"))
 remember_widgets()
 st.navigation(all_pages()).run()

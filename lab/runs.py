@@ -399,12 +399,27 @@ def read_run(path: str | Path) -> Run:
     return run
 
 
+RUN_FILES = (CONFIG, METRICS, SUMMARY, EMBEDDINGS, str(CHECKPOINT.parent))
+
+
 def list_runs(root: str | Path) -> list[Run]:
     """Every run directory under ``root`` (sorted by name), broken ones included with their problems.
 
-    Names starting with "." or "_" are the lab's own folders (caches, tables), not runs.
+    A run directory is a folder holding at least one of the run's files; other folders are not runs
+    and are not listed. Names starting with "." or "_" are the lab's own folders (caches, tables,
+    staged overwrites), not runs.
     """
     root = Path(root)
     if not root.is_dir():
         return []
-    return [read_run(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith((".", "_"))]
+    return [read_run(p) for p in sorted(root.iterdir())
+            if p.is_dir() and not p.name.startswith((".", "_")) and any((p / f).exists() for f in RUN_FILES)]
+
+
+def inside_root(path: str | Path, root: str | Path) -> Path:
+    """``path`` resolved, if it is ``root`` or a folder below it (symbolic links followed); else one sentence."""
+    resolved, root = Path(path).expanduser().resolve(), Path(root).expanduser().resolve()
+    if resolved != root and root not in resolved.parents:
+        raise LabError(f"{path} is outside the runs folder {root}; pick {root} or a folder inside it (start the "
+                       f"dashboard with LAB_RUNS_DIR=/other/runs to serve another one).")
+    return resolved

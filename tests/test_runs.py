@@ -49,7 +49,10 @@ def test_broken_runs_are_listed_with_their_problems(tmp_path):
     lacking = _write(tmp_path, "lacking")
     (lacking / runs.SUMMARY).write_text(json.dumps({"top1": 1}))
     (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / runs.METRICS).write_text("")  # run files without a config: a broken run
+    (tmp_path / "notes").mkdir()  # no run file at all: not a run, never listed
     found = {r.run_id: r for r in runs.list_runs(tmp_path)}
+    assert "notes" not in found
     assert found["good"].complete
     assert found["unfinished"].ok and not found["unfinished"].complete
     assert "summary.json is not valid JSON" in found["bad_summary"].problems[0]

@@ -2,17 +2,72 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from lab import runs, viz
+from lab.eval.probe import read_snapshots
+from lab.errors import LabError
 from lab.tables import TABLES_DIR
+
+# numba (UMAP) keeps its compiled kernels here, so their compile cost is paid once per install.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "numba"))
+
+
+def runs_root() -> str:
+    """The runs folder the dashboard started on (LAB_RUNS_DIR, else runs/): the sidebar box may point at it
+    or a folder below it, nothing else."""
+    return st.session_state.setdefault("runs_root", st.session_state.get("runs_dir") or
+                                       os.environ.get("LAB_RUNS_DIR", "runs"))
 
 
 def runs_dir() -> str:
-    return st.session_state.get("runs_dir", "runs")
+    asked = st.session_state.get("runs_dir") or runs_root()
+    try:
+        runs.inside_root(asked, runs_root())
+    except LabError as err:
+        st.error(str(err))
+        return runs_root()
+    return asked
+
+
+def check_runs_dir_box() -> None:
+    """The sidebar box's ``on_change``: a folder outside the runs root is refused, and the box goes back."""
+    try:
+        runs.inside_root(st.session_state["runs_dir"], runs_root())
+        st.session_state["runs_dir_accepted"] = st.session_state["runs_dir"]
+    except LabError as err:
+        st.session_state["runs_dir_refused"] = str(err)
+        st.session_state["runs_dir"] = st.session_state.get("runs_dir_accepted", runs_root())
+
+
+def runs_dir_missing() -> bool:
+    """Say so (and return True) when the runs directory does not exist, e.g. a mistyped path."""
+    if Path(runs_dir()).is_dir():
+        return False
+    st.error(f"The runs directory `{runs_dir()}` does not exist; correct the path in the sidebar, or make the "
+             f"default runs with `make demo`.")
+    return True
+
+
+def incomplete_reason(run: runs.Run) -> str | None:
+    """Why a run's curves may stop early: no ``summary.json`` yet (training or killed), or a cut last line."""
+    if run.summary is None:
+        return "no summary.json (still training, or stopped)"
+    path = run.path / runs.METRICS
+    if path.exists():
+        text = path.read_text()
+        last = text.rstrip("\n").rsplit("\n", 1)[-1]
+        try:
+            if last:
+                json.loads(last)
+        except json.JSONDecodeError:
+            return "metrics.jsonl ends in a cut line"
+    return None
 
 
 def _stamp(path: Path) -> float:
@@ -36,6 +91,17 @@ def _thumbnails(path: str, stamp: float) -> list[str] | None:
 def thumbnails(run: runs.Run) -> list[str] | None:
     """The pictures of a run's embedded test items (for the maps' tooltips), rendered once per run."""
     return _thumbnails(str(run.path), _stamp(run.path / runs.EMBEDDINGS))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _snapshots(path: str, stamp: float) -> tuple[dict | None, list[str] | None]:
+    snaps = read_snapshots(path)
+    return snaps, (viz.thumbnails(snaps) if snaps is not None else None)
+
+
+def snapshots(run: runs.Run) -> tuple[dict | None, list[str] | None]:
+    """The student's stored frames over training (:mod:`lab.eval.probe`) and their items' pictures, or None."""
+    return _snapshots(str(run.path), _stamp(run.path / runs.SNAPSHOTS))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -66,10 +132,34 @@ def no_runs_message(what: str = "runs") -> None:
             f"(or `python -m lab demo --runs-dir {runs_dir()}`), then reload this page.")
 
 
-def sweep_tables() -> dict[str, pd.DataFrame]:
-    """Every sweep table (``runs/_tables/*.csv``) by name."""
+def read_table(path: Path) -> tuple[pd.DataFrame | None, str | None]:
+    """One sweep table, or None and the sentence saying what is wrong with the file."""
+    try:
+        text = path.read_text()
+        if not text.strip():
+            return None, f"`{path.name}` is empty"
+        if not text.endswith("\n"):
+            return None, f"`{path.name}` looks half-written (it does not end with a complete line)"
+        table = pd.read_csv(path, dtype={"seeds": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
+        return None, f"`{path.name}` cannot be read ({type(err).__name__})"
+    if "row" not in table or not any(c.endswith("_mean") for c in table):
+        return None, f"`{path.name}` is not a sweep table (no `row` and `*_mean` columns)"
+    return table, None
+
+
+def sweep_tables() -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Every readable sweep table (``runs/_tables/*.csv``) by name, and a sentence per file that is not."""
     folder = Path(runs_dir()) / TABLES_DIR
-    return {p.stem: pd.read_csv(p) for p in sorted(folder.glob("*.csv"))} if folder.is_dir() else {}
+    tables, problems = {}, []
+    for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+        table, problem = read_table(path)
+        if table is not None:
+            tables[path.stem] = table
+        else:
+            problems.append(f"{problem}; rerun the sweep that writes it (`python -m lab sweep --grid ...`), or "
+                            f"delete it. The other tables are shown.")
+    return tables, problems
 
 
 def keep_known(key: str, options: list, default=None) -> None:
