@@ -251,9 +251,6 @@ class ShardStream(IterableDataset):
         self.seed, self.shuffle_buffer, self.corrupt, self.teacher = seed, shuffle_buffer, corrupt, teacher
         self.plan = (0, 1, 0, 1, 1)  # rank, world size, start step, steps, local batch (set by loader())
 
-    def __len__(self) -> int:
-        return 2**40
-
     def loader(self, batch_size: int, steps: int, start_step: int = 0, workers: int = 0,
                shard: tuple[int, int] = (0, 1)) -> DataLoader:
         """One :class:`Batch` per step from ``start_step`` to ``steps``: this rank's part of the global batch."""
