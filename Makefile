@@ -15,9 +15,10 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-## make demo: produce the embedded-default runs (skipping finished ones), then open the dashboard
-demo: runs
-	$(PY) -m streamlit run app.py --server.address localhost --server.headless true --browser.gatherUsageStats false
+## make demo: open the dashboard at once (http://localhost:8501) and train the demo runs behind it;
+## runs appear as they finish, the Overview shows the progress (finished runs are skipped)
+demo: $(STAMP)
+	$(PY) -m lab.demo --serve
 
 runs: $(STAMP)
 	$(PY) -m lab demo
@@ -33,7 +34,7 @@ teacher: $(STAMP)
 ## make lab: JupyterLab on notebooks/, on localhost, with this repository's .venv as the kernel
 ## (LAB_ARGS="--no-browser --port=8899" passes options; LAB_PRESET=fast|cpu|gpu picks the lessons' budget)
 lab: $(STAMP)
-	$(PY) -m jupyterlab --ServerApp.ip=localhost --ServerApp.root_dir=notebooks $(LAB_ARGS)
+	$(PY) -m jupyterlab --ServerApp.ip=localhost --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 ## make notebooks: rewrite notebooks/NN_*.ipynb from their jupytext sources notebooks/NN_*.py (outputs stripped)
 notebooks: $(STAMP)

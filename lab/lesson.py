@@ -170,16 +170,38 @@ class Lesson:
         self.caveat()
         return values
 
+    def say(self, *sentences: str) -> None:
+        """:func:`say` the summary sentences; under the fast preset, first that their numbers mean nothing."""
+        if self.preset.name == "fast":
+            sentences = ("(fast preset: a few steps only — the numbers in these sentences mean nothing)", *sentences)
+        say(*sentences)
+
     def caveat(self) -> None:
         """Under the fast preset, say that the numbers just printed mean nothing."""
         if self.preset.name == "fast":
             print("(fast preset: a few steps only — these numbers mean nothing; run the cpu preset to see the effect)")
 
     def curves(self, paths: dict[str, Path], key: str = "eval/hm"):
-        """:func:`lab.viz.training_curves` of ``key`` for the labelled runs."""
+        """:func:`lab.viz.training_curves` of ``key`` for the labelled runs; for an evaluation metric, first
+        print each run's number of evaluations, its start, peak and end (so a fall after the peak is said)."""
         from lab.viz import training_curves
 
-        return training_curves({label: runs.read_run(p).metrics() for label, p in paths.items()}, key)
+        records = {label: runs.read_run(p).metrics() for label, p in paths.items()}
+        if key.startswith("eval/"):
+            for label, rows in records.items():
+                print(trajectory(label, [(r["step"], r[key]) for r in rows if key in r and "step" in r], key))
+        return training_curves(records, key)
+
+
+def trajectory(label: str, points: list[tuple[int, float]], key: str = "eval/hm") -> str:
+    """"no KD: 10 evaluations of eval/hm; 12.0 at step 20, peak 27.5 at step 100, 23.7 at step 200 (4 below its peak)"."""
+    if len(points) < 2:
+        return f"{label}: {len(points)} evaluation{'s' if len(points) != 1 else ''} of {key} — no curve to read"
+    (s0, v0), (s1, v1) = points[0], points[-1]
+    peak_step, peak = max(points, key=lambda p: p[1])
+    text = (f"{label}: {len(points)} evaluations of {key}; {v0:.1f} at step {s0}, peak {peak:.1f} at step {peak_step}, "
+            f"{v1:.1f} at step {s1}")
+    return text + (f" ({peak - v1:.1f} below its peak)" if peak - v1 >= 1.0 else "")
 
 
 def versus(values: dict[str, float], a: str, b: str, unit: str = "HM") -> str:
@@ -194,7 +216,10 @@ def versus(values: dict[str, float], a: str, b: str, unit: str = "HM") -> str:
 def ranking(values: dict[str, float], unit: str = "HM") -> str:
     """The runs from best to worst, with their numbers: "FD 39.9 > MFD 35.1 > CRD 25.3 > no KD 23.7 HM"."""
     ordered = sorted(values, key=values.get, reverse=True)
-    return " > ".join(f"{label} {values[label]:.1f}" for label in ordered) + f" {unit}"
+    text = f"{ordered[0]} {values[ordered[0]]:.1f}"
+    for higher, label in zip(ordered, ordered[1:]):
+        text += f" {'=' if round(values[higher], 1) == round(values[label], 1) else '>'} {label} {values[label]:.1f}"
+    return f"{text} {unit}"
 
 
 def say(*sentences: str) -> None:
@@ -202,6 +227,40 @@ def say(*sentences: str) -> None:
     from IPython.display import Markdown, display
 
     display(Markdown("\n".join(f"* {s}" for s in sentences)))
+
+
+def sweep_table(grid: str, rows: tuple[str, ...] = (), seeds: int = 3) -> None:
+    """The full-budget sweep's table of ``grid`` (its ``rows`` only, if given) from the runs in
+    ``$LAB_SWEEP_DIR`` (default ``runs/``, where ``python -m lab sweep`` writes), or, when they are not on this
+    machine, one sentence saying where the table is and how to make it."""
+    from IPython.display import Markdown, display
+
+    from lab import tables
+    from lab.grids import PromptRow, grid_rows
+
+    root = Path(os.environ.get("LAB_SWEEP_DIR", DEFAULT_RUNS_DIR.parent))
+    prompt = isinstance(grid_rows(grid)[0], PromptRow)
+    records = (tables.collect_prompt if prompt else tables.collect)(grid, seeds, root, "full")
+    records = [r for r in records if not rows or r["row"] in rows]
+    if not any(r["seeds"] for r in records):
+        print(f"The full-budget '{grid}' runs are not on this machine ({root}); the README's '{grid}' table shows "
+              f"them (make them with `python -m lab sweep --grid {grid} --seeds {seeds}`, hours on a CPU).")
+        return
+    display(Markdown(tables.prompt_markdown_table(records) if prompt
+                     else tables.markdown_table(records, tables.teacher_hm(grid, seeds, root, "full"))))
+
+
+def paper_numbers(table: str, value: str = "value", **match) -> dict[str, float]:
+    """Published numbers (:mod:`lab.papers`) of the rows of ``table`` matching ``match``, keyed by the rows'
+    first column, printed as "paper" numbers (real data, real CLIP models — not comparable with ShapesWorld)."""
+    from lab import papers
+
+    rows = [r for r in papers.load(table) if all(r.get(k) == v for k, v in match.items())]
+    key = next(iter(rows[0])) if rows else None
+    out = {str(r[key]): r[value] for r in rows}
+    for label, number in out.items():
+        print(f"paper  {label:<12} {number:5.1f}")
+    return out
 
 
 def _summary(path: Path) -> dict:

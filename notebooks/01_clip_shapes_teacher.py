@@ -17,11 +17,25 @@
 # # 01 — CLIP, ShapesWorld and the teacher
 #
 # Before distilling anything we need a teacher worth copying and a fair baseline. This lesson shows how ShapesWorld is built (factors, label spaces, base and novel classes, styles), how a CLIP classifies an image *zero-shot* from class names alone, how good the shipped teacher is, and what the student reaches when trained alone — the **no-KD baseline** every later lesson beats (or fails to beat).
+#
+# **Papers.** CLIP and zero-shot classification with prompt ensembles: Radford et al., *Learning Transferable Visual Models From Natural Language Supervision*, ICML 2021, [arXiv:2103.00020](https://arxiv.org/abs/2103.00020). The base-to-novel protocol: Zhou et al., *Conditional Prompt Learning for Vision-Language Models* (CoCoOp), CVPR 2022, [arXiv:2203.05557](https://arxiv.org/abs/2203.05557).
+#
+# **Zero-shot classification.**
+#
+# ```text
+#   "a photo of a red circle." ─┐
+#   "a sketch of a red circle." ├─► text tower ─► normalise ─► mean ─► normalise ─► w_red-circle ─┐
+#   … (every template)         ─┘                                                                ├─► argmax_c cos(f(x), w_c)
+#   image x ──────────────────────► image tower ─► normalise ─► f(x) ────────────────────────────┘
+# ```
+
+# %% [markdown] tags=["instructor"]
+# **Instructor note** (removed from the student edition). Class time about 40 min. The point to land: the zero-shot classifier is built from text alone, so novel classes cost nothing to add — this is what base-to-novel evaluation (lesson 05) relies on. In 1.2 most students forget the final normalisation; the check's message shows the largest differing entry.
 
 # %% [markdown]
 # ## Parameters
 #
-# `PRESET` picks the budget: **`fast`** (seconds; what CI runs — its numbers mean nothing), **`cpu`** (minutes on a laptop; enough to see the effect) or **`gpu`** (the full budget on CUDA with a real pretrained open_clip teacher; without a GPU or the weights it explains why and falls back to `cpu`). Set it here or with `LAB_PRESET=fast jupyter lab`.
+# `PRESET` picks the budget: **`fast`** (seconds; what CI runs — its numbers mean nothing), **`cpu`** (minutes on a laptop; enough to see the effect) or **`gpu`** (the full budget on CUDA with a real pretrained open_clip teacher; without a GPU or the weights it explains why and falls back to `cpu`). Set it here or with `LAB_PRESET=fast make lab`.
 
 # %% tags=["parameters"]
 import os
@@ -45,6 +59,7 @@ from lab.eval.suite import encode_images, encode_texts
 from lab.train.distill import load_teacher
 from lab.viz import image_grid, similarity_heatmaps, similarity_matrices
 from lab import runs
+from lab.lesson import versus
 
 lesson = start(PRESET)
 
@@ -104,7 +119,7 @@ summary = runs.read_run(nokd).summary
 print(f"no-KD student HM {summary['hm']:.1f} | teacher HM {summary['teacher/hm']:.1f} on the same test set")
 
 # %%
-lesson.curves({"no KD": nokd}, "task")
+lesson.curves({"no KD": nokd}, "eval/hm" if PRESET != "fast" else "task")
 
 # %% [markdown]
 # How alike are the two spaces? Cosine similarity of every image to every caption, one item per class, teacher beside student:
@@ -117,7 +132,11 @@ similarity_heatmaps(similarity_matrices(runs.read_run(nokd).embeddings(), "image
 #
 # * ShapesWorld gives exact labels for several label spaces, a base/novel split and four styles.
 # * Zero-shot classification is a nearest-class-embedding rule; the teacher is strong on every style (the table above).
-# * Compare the teacher's HM with the no-KD student's above: that gap is what distillation tries to close. The student's similarity matrix is blurrier — it has not learned to separate the classes.
+# * The gap between the teacher and the no-KD student, from the numbers printed above, is what distillation tries to close; the student's similarity matrix beside the teacher's shows how much less sharply it separates the classes:
+
+# %%
+lesson.say(versus({"the teacher": summary["teacher/hm"], "the no-KD student": summary["hm"]},
+                  "the teacher", "the no-KD student"))
 
 # %% [markdown]
 # ## Exercises
@@ -142,3 +161,9 @@ check("1.2", answer, teacher=teacher, names=names)
 
 # %% [markdown]
 # Does the single template change the teacher's top-1? Try `zeroshot.top1(images, answer, labels)`.
+
+# %% [markdown]
+# **Experiment 1.3 (open-ended, not graded).** Which prompt template is the teacher's best, and does the ensemble beat every single template? Compute the teacher's plain-style top-1 with each template of `PROMPT_TEMPLATES` alone (`zeroshot.class_embeddings(..., PROMPT_TEMPLATES[i:i + 1])`, then `zeroshot.top1`), plot them with `grouped_bars`, and add the ensemble's bar.
+
+# %% tags=["experiment"]
+# your experiment

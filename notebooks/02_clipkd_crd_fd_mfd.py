@@ -16,12 +16,28 @@
 # %% [markdown]
 # # 02 — CLIP-KD I: CRD, FD and MFD
 #
-# CLIP-KD (Yang et al., CVPR 2024) asks *what* of the teacher a small CLIP should copy. This lesson takes its first three answers: the teacher's **relations** inside a batch (CRD), the teacher's **features** themselves (FD), and features from a **masked** image (MFD). Each term is written from scratch on one batch, checked against `lab.losses`, and trained against the no-KD student.
+# CLIP-KD (Yang et al., CVPR 2024) asks *what* of the teacher a small CLIP should copy. This lesson takes its first three answers: the teacher's **relations** inside a batch (CRD), the teacher's **features** themselves (FD), and features from a **masked** image (MFD). Each term is written from scratch on one batch, checked against `lab.losses`, and trained against the no-KD student; where the authors' released code computes something else than the paper, a cell runs both.
+#
+# **Paper.** Yang et al., *CLIP-KD: An Empirical Study of CLIP Model Distillation*, CVPR 2024, [arXiv:2307.12732](https://arxiv.org/abs/2307.12732) (code: winycg/CLIP-KD). Not to be confused with Tian et al.'s *Contrastive Representation Distillation* ([arXiv:1910.10699](https://arxiv.org/abs/1910.10699)), whose CRD contrasts against a memory bank of negatives — see below.
+#
+# **The three terms.**
+#
+# ```text
+#              teacher (frozen)                     student (trained)
+#   CRD:   S_t = s_t · v_t t_tᵀ   (N×N)    ──KL──►   S_s = s_s · v_s t_sᵀ        relations inside each model's own space
+#   FD:    v_t , t_t              (N×D_T)  ──‖·‖²─►  p_v , p_t = proj(student)   the features, after a projection head
+#   MFD:   v_t  from the full image        ──‖·‖²─►  p_v  from a masked image     FD, the student shown half the patches
+# ```
+#
+# **One remark on the released code for the whole lesson:** CLIP-KD's (and CLIP-RD's) released loss code crashes in a single process (`world_size = 1`: a variable is used before it is set); it runs only under two or more processes. The lab's terms run in one process — as every cell here does — and under torchrun.
+
+# %% [markdown] tags=["instructor"]
+# **Instructor note** (removed from the student edition). Class time about 60 min. Expect confusion between CLIP-KD's CRD and Tian et al.'s CRD (the same acronym): insist that this one uses only the batch. For 2.1 the answer is the teacher's argmax caption per image; follow with: when is that the image's own caption? (When the teacher is right — then low-temperature CRD is nearly the task loss.) The released-code cells are good for a discussion of why a paper's published weights only make sense together with the code's reduction.
 
 # %% [markdown]
 # ## Parameters
 #
-# `PRESET` picks the budget: **`fast`** (seconds; what CI runs — its numbers mean nothing), **`cpu`** (minutes on a laptop; enough to see the effect) or **`gpu`** (the full budget on CUDA with a real pretrained open_clip teacher; without a GPU or the weights it explains why and falls back to `cpu`). Set it here or with `LAB_PRESET=fast jupyter lab`.
+# `PRESET` picks the budget: **`fast`** (seconds; what CI runs — its numbers mean nothing), **`cpu`** (minutes on a laptop; enough to see the effect) or **`gpu`** (the full budget on CUDA with a real pretrained open_clip teacher; without a GPU or the weights it explains why and falls back to `cpu`). Set it here or with `LAB_PRESET=fast make lab`.
 
 # %% tags=["parameters"]
 import os
@@ -43,6 +59,7 @@ import ipywidgets as widgets
 
 from lab import runs
 from lab.losses import functional as L
+from lab.lesson import ranking, sweep_table, versus
 from lab.viz import embedding_maps, image_grid, similarity_heatmaps, similarity_matrices
 
 lesson = start(PRESET)
@@ -58,12 +75,15 @@ show_shapes(v_s=v_s, t_s=t_s, v_t=v_t, t_t=t_t)
 # ## CRD — contrastive relational distillation (CLIP-KD §3.2.1)
 #
 # Each model scores every image against every caption of the batch, in its own space:
-# $S_s = s_s\, v_s t_s^\top$ and $S_t = s_t\, v_t t_t^\top$. Softmax over a row is "which caption does image $i$ pick";
-# CRD asks the student's distributions to match the teacher's, both ways:
+# $S_s = s_s\, v_s t_s^\top$ and $S_t = s_t\, v_t t_t^\top$. Softmax over a row of $S$ is "which caption does image $i$ pick",
+# over a row of $S^\top$ "which image does caption $j$ pick". CRD asks each of the student's distributions to match the
+# teacher's, in both of these directions — always $\mathrm{KL}(\text{teacher} \,\|\, \text{student})$, so this is *not* a symmetric KL:
 #
 # $$L_\text{CRD} = \mathrm{KL}(S_t \,\|\, S_s) + \mathrm{KL}(S_t^\top \,\|\, S_s^\top)$$
 #
-# (row-wise KL, averaged over rows; the released code takes half of it — `variant="official"`).
+# (row-wise KL, averaged over rows). CLIP-KD's CRD is *contrastive relational* distillation over the current batch only;
+# Tian et al.'s CRD (ICLR 2020) is a different loss, a contrastive objective against thousands of negatives kept in a
+# memory bank. Same acronym, different method.
 
 # %%
 S_s = e.scale * v_s @ t_s.T
@@ -78,6 +98,13 @@ def kl(pred, target):  # KL(softmax(target) || softmax(pred)) per row, mean over
 crd_mine = kl(S_s, S_t) + kl(S_s.T, S_t.T)
 show_shapes(S_s=S_s, S_t=S_t)
 assert_same(crd_mine, L.crd_loss(v_s, t_s, e.scale, v_t, t_t, e.teacher_scale), 'CRD')
+
+# %% [markdown]
+# **The released code's CRD (`variant="official"`)** takes the *mean* of the two directions, half the paper's sum; its published weight 1 was used with that mean, so the paper reading at weight 1 is twice as strong:
+
+# %%
+crd_official = L.crd_loss(v_s, t_s, e.scale, v_t, t_t, e.teacher_scale, variant="official")
+print(f"CRD paper {crd_mine.item():.4f} | official {crd_official.item():.4f} (ratio {crd_mine.item() / crd_official.item():.2f})")
 
 # %% [markdown]
 # **Temperature.** Each model's scale is an inverse temperature: the larger it is, the closer to one-hot its rows (the teacher's learned scale is printed below). Drag the temperature: the heatmaps are row-wise softmax(cos / T) of teacher and student image–caption similarities of a trained no-KD student (one test item per class) — what CRD compares.
@@ -102,7 +129,9 @@ explore(relations, temperature=widgets.FloatLogSlider(value=0.07, base=10, min=-
 #
 # $$L_\text{FD} = \tfrac1N \sum_k \left(\lVert p_{v,k} - v_{t,k}\rVert^2 + \lVert p_{t,k} - t_{t,k}\rVert^2\right)$$
 #
-# On unit vectors $\lVert a-b\rVert^2 = 2 - 2\cos(a,b)$: FD aligns directions. Its default weight is $2000/D_T$.
+# On unit vectors $\lVert a-b\rVert^2 = 2 - 2\cos(a,b)$: FD aligns directions. Its default weight in the lab is $2000/D_T$: 2000 is the
+# weight of the *released code*, whose FD is an element-wise mean (over $N \cdot D_T$ entries, `variant="official"`) — $D_T$
+# times smaller than the paper's per-pair sum, so the same strength in the paper's reading is $2000/D_T$ (exercise 2.3).
 
 # %%
 objective = lesson.objective("fd", e)
@@ -153,6 +182,15 @@ assert_same(L.masked_encode_image(visual, batch.images, 0.0), visual(batch.image
             'masked encoder at ratio 0 = the plain image tower', atol=1e-5)
 
 # %% [markdown]
+# **The released code's MFD** computes the masked forward pass and then overwrites its result with the unmasked one, so what it trains is plain FD. The lab masks for real (the cell above); here is the value the released code's "MFD" takes on this batch, beside the real one:
+
+# %%
+pv_full = F.normalize(objective.projection.image(e.image_raw), dim=-1)
+released_mfd = ((pv_full - v_t).pow(2).sum(1) + (pt_m - t_t).pow(2).sum(1)).mean()  # the mask thrown away
+assert_same(released_mfd, L.fd_loss(pv_full, pt_m, v_t, t_t), "released 'MFD' = FD on the unmasked image")
+print(f"MFD with the mask {mfd_mine.item():.4f} | released code's MFD (mask discarded) {released_mfd.item():.4f}")
+
+# %% [markdown]
 # ## Training against the no-KD student
 #
 # Same data, steps and optimiser for every run; only the objective differs (MFD as the paper intends: the student sees only the masked image).
@@ -174,8 +212,19 @@ embedding_maps(runs.read_run(trained["FD"]).embeddings(), "shape", n=400, with_t
 # ## Summary
 #
 # * CRD copies the teacher's in-batch *relations*; FD its *features*; MFD does FD from a masked view.
-# * Compare the HM numbers above. In the README's three-seed tables (full budget) FD alone closes about half of the teacher gap — most of what the whole CLIP-KD recipe closes — MFD somewhat less, and **CRD alone helps little at this scale**: with 64 classes in a batch many pairs are same-class, and matching the teacher's in-batch distributions adds little to what the task loss already teaches (the README's reading). At the `cpu` preset, compare FD with no KD: it should be far ahead; CRD's and MFD's single-seed differences are smaller and partly seed noise.
-# * The embedding map shows how much of the teacher's layout of shapes the FD student reproduces.
+# * What your runs show — computed from the numbers printed above (one seed; a few points either way are seed noise):
+
+# %%
+lesson.say(f"HM: {ranking(hm)}.", versus(hm, "FD", "CRD"), versus(hm, "FD", "MFD"), versus(hm, "CRD", "no KD"))
+
+# %% [markdown]
+# **At the full budget.** In the README's three-seed, full-budget table (`clipkd` grid) FD alone closes about half of the teacher gap — most of what the whole CLIP-KD recipe closes — MFD somewhat less, and CRD alone little: with 64 classes in a batch many pairs are same-class, and matching the teacher's in-batch distributions adds little to what the task loss already teaches (the README's reading). When those runs are on this machine the next cell shows the table:
+
+# %%
+sweep_table("clipkd", rows=("no KD", "CRD", "FD", "MFD"))
+
+# %% [markdown]
+# The embedding map above shows how much of the teacher's layout of shapes the FD student reproduces.
 
 # %% [markdown]
 # ## Exercises
@@ -209,3 +258,9 @@ answer = fd_mine / v_t.shape[1]
 
 # %%
 check("2.3", answer, pv=pv, pt=pt, v_t=v_t, t_t=t_t)
+
+# %% [markdown]
+# **Experiment 2.4 (open-ended, not graded).** The paper sweeps MFD's mask ratio from 0 to 0.75 and finds no gain over 0. Does that hold here? Train MFD at mask ratios 0.25, 0.5 and 0.75 (the distill setting `mask_ratio=…`: `lesson.clip_run("mfd", ("mask_ratio=0.75",), "r75")`), plot HM against the ratio with `ablation_bars`, and compare with FD (ratio 0).
+
+# %% tags=["experiment"]
+# your experiment

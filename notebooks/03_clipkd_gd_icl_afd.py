@@ -16,12 +16,25 @@
 # %% [markdown]
 # # 03 — CLIP-KD II: GD, ICL and AFD
 #
-# Three more of CLIP-KD's answers to *what should the student copy?* **GD** copies how the teacher's contrastive loss would *move* the embeddings (its gradients); **ICL** lets the student's embeddings contrast against the teacher's, across modalities; **AFD** fuses student and teacher features and trains the fusion contrastively. Two of the three do not help at this scale — the lesson shows why, honestly.
+# Three more of CLIP-KD's answers to *what should the student copy?* **GD** copies how the teacher's contrastive loss would *move* the embeddings (its gradients); **ICL** lets the student's embeddings contrast against the teacher's, across modalities; **AFD** fuses student and teacher features and trains the fusion contrastively. In the README's full-budget sweep two of the three do not help at this scale — the lesson shows why, and what your own runs say.
+#
+# **Paper.** Yang et al., *CLIP-KD: An Empirical Study of CLIP Model Distillation*, CVPR 2024, [arXiv:2307.12732](https://arxiv.org/abs/2307.12732) (code: winycg/CLIP-KD).
+#
+# **The three terms.**
+#
+# ```text
+#   GD:   teacher loss ──∂/∂(v_t, t_t)──► g^t     student loss ──∂/∂(p_v, p_t)──► g^s     match g^s to g^t
+#   ICL:  student image p_v ──picks──► teacher caption t_t among the batch   (and p_t ──► v_t)
+#   AFD:  [p_v ; v_t] ──φ_v──► v_a ,  [p_t ; t_t] ──φ_t──► t_a ,  CLIP loss on (v_a, t_a);  φ thrown away after training
+# ```
+
+# %% [markdown] tags=["instructor"]
+# **Instructor note** (removed from the student edition). Class time about 60 min. GD is the hardest derivation of the course: let students check the closed form against autograd (the cell does) before the bars. Common wrong answer in 3.1: the gradient w.r.t. the anchors instead of the keys. 3.3's answer is 2·D_T because the lab projects the student to the teacher's width first; the released code's bug is exactly a wrong input width here.
 
 # %% [markdown]
 # ## Parameters
 #
-# `PRESET` picks the budget: **`fast`** (seconds; what CI runs — its numbers mean nothing), **`cpu`** (minutes on a laptop; enough to see the effect) or **`gpu`** (the full budget on CUDA with a real pretrained open_clip teacher; without a GPU or the weights it explains why and falls back to `cpu`). Set it here or with `LAB_PRESET=fast jupyter lab`.
+# `PRESET` picks the budget: **`fast`** (seconds; what CI runs — its numbers mean nothing), **`cpu`** (minutes on a laptop; enough to see the effect) or **`gpu`** (the full budget on CUDA with a real pretrained open_clip teacher; without a GPU or the weights it explains why and falls back to `cpu`). Set it here or with `LAB_PRESET=fast make lab`.
 
 # %% tags=["parameters"]
 import os
@@ -43,7 +56,7 @@ import math
 
 import ipywidgets as widgets
 
-from lab.lesson import gradient_norms
+from lab.lesson import gradient_norms, ranking, sweep_table, versus
 from lab.losses import functional as L
 from lab.viz import grouped_bars
 
@@ -68,7 +81,7 @@ show_shapes(pv=pv, pt=pt, v_t=v_t, t_t=t_t)
 # $$\frac{\partial L}{\partial a} = \frac{(P - I)\,k}{\tau N}, \qquad \frac{\partial L}{\partial k} = \frac{(P-I)^\top a}{\tau N}$$
 #
 # GD averages each modality's gradient over its two roles (anchor in one direction, key in the other) and matches
-# student to teacher: $L_\text{GD} = \mathrm{mean}_k \lVert g^t_{v,k} - g^s_{v,k}\rVert^2 + \lVert g^t_{t,k} - g^s_{t,k}\rVert^2$, with $\tau = 1/s$.
+# student to teacher: $L_\text{GD} = \mathrm{mean}_k \left(\lVert g^t_{v,k} - g^s_{v,k}\rVert^2 + \lVert g^t_{t,k} - g^s_{t,k}\rVert^2\right)$, with $\tau = 1/s$.
 
 # %%
 def grads(anchor, key, tau):  # the closed form, from scratch
@@ -91,7 +104,7 @@ show_shapes(g_v_s=g_v_s, g_t_s=g_t_s)
 assert_same(gd_mine, L.gd_loss(pv, pt, e.scale, v_t, t_t, e.teacher_scale), 'GD', atol=1e-9)
 
 # %% [markdown]
-# **Why GD barely moves the student.** The matched gradients scale as 1/(τN), so GD at weight 1 is tiny next to the task loss. Drag the weight: the bars are the norm of the gradient each weighted term sends to the student's image embeddings on this batch.
+# **Why GD barely moves the student.** The matched gradients scale as 1/(τN), so GD at weight 1 is tiny next to the task loss. Weight 1 is the lab's untuned choice for the paper reading (CLIP-KD publishes no weight for it; its released code uses 1e8 on its own, official reading — next section). Drag the weight: the bars are the norm of the gradient each weighted term sends to the student's image embeddings on this batch.
 
 # %%
 norms = gradient_norms(objective, e)
@@ -103,6 +116,19 @@ def gd_weight(weight=1.0):
 
 
 explore(gd_weight, weight=widgets.FloatLogSlider(value=1.0, base=10, min=0, max=6, step=0.5))
+
+# %% [markdown]
+# **The released code's GD (`variant="official"`).** It passes the logit *scale* $s$ where the temperature $\tau = 1/s$ belongs, so its softmax divides the cosines by $s \approx$ 14–100 instead of multiplying — the rows come out nearly uniform — and it matches the four partial gradients with element-mean MSE. Its weight 1e8 is calibrated to that tiny value. Side by side on this batch:
+
+# %%
+s_val = e.scale.item()
+for name, tau in (("paper (τ = 1/s)", 1 / s_val), ("official (τ = s)", s_val)):
+    rows_max = F.softmax(pv.detach() @ pt.detach().T / tau, dim=1).max(1).values.mean().item()
+    print(f"{name:<18} mean largest softmax entry per row {rows_max:.3f}  (uniform: {1 / len(pv):.3f})")
+gd_paper = L.gd_loss(pv, pt, e.scale, v_t, t_t, e.teacher_scale, variant="paper")
+gd_official = L.gd_loss(pv, pt, e.scale, v_t, t_t, e.teacher_scale, variant="official")
+print(f"GD paper {gd_paper.item():.3e} × weight 1 | GD official {gd_official.item():.3e} × weight 1e8 "
+      f"= {1e8 * gd_official.item():.3e}")
 
 # %% [markdown]
 # ## ICL — interactive contrastive learning (CLIP-KD §3.2.5)
@@ -136,6 +162,26 @@ show_shapes(va=va, ta=ta)
 assert_same(afd_mine, objective(e)['afd'] / objective.weights['afd'], 'AFD')
 
 # %% [markdown]
+# **Two bugs of the released AFD.** (1) The released code's fusion layer has the right input width only when the student and teacher widths are equal: fed the student's $D_S$-wide features beside the teacher's $D_T$-wide ones it crashes with a shape error. The lab sizes the fusion from both widths. The cell builds a fusion layer sized for equal widths ($2 D_T$) and feeds it what the released code feeds at $D_S \ne D_T$:
+
+# %%
+d_s, d_t = e.image_raw.shape[1], v_t.shape[1]
+equal_width_fusion = torch.nn.Linear(2 * d_t, d_s).to(lesson.device)
+try:
+    equal_width_fusion(torch.cat([e.image_raw, v_t], 1))
+    print("no error: the widths are equal here")
+except RuntimeError as err:
+    print(f"D_S = {d_s}, D_T = {d_t}: {type(err).__name__}: {str(err).splitlines()[0]}")
+print(f"the lab's fusion: {objective.fusion.image}  (input 2·D_T after the projection to the teacher's width)")
+
+# %% [markdown]
+# (2) The released code's AFD launch script trains CRD, not AFD, so its "AFD" run is another CRD run. What the two objectives are:
+
+# %%
+print("AFD:", lesson.objective("afd", e).formula())
+print("what the released AFD script trains:", lesson.objective("crd", e).formula())
+
+# %% [markdown]
 # ## Training against the no-KD student
 
 # %%
@@ -149,7 +195,19 @@ lesson.curves(trained, "eval/hm" if PRESET != "fast" else "task")
 # ## Summary
 #
 # * GD matches closed-form gradients of the contrastive loss; ICL contrasts student against teacher across modalities; AFD trains a fusion of both.
-# * Compare the HM numbers above. In the README's three-seed tables **ICL helps** (it closes about 39 % of the gap), while **GD at the paper's weight 1 and AFD do not help at this scale** (5 % and 2 %, within noise): GD's matched gradients are tiny (the bars above), and AFD's fusion can lean on the teacher's half of its input, which already solves the task, so little gradient reaches the student. Check your `cpu`-preset numbers against that ordering (ICL well above no KD, GD and AFD close to it); one seed moves a few points either way.
+# * What your runs show — computed from the numbers printed above (one seed):
+
+# %%
+lesson.say(f"HM: {ranking(hm)}.",
+           *(versus(hm, label, "no KD") for label in ("ICL", "GD", "AFD")),
+           f"GD's gradient on the student's image embeddings is {norms['gd'] / norms['task']:.2g}× the task loss's "
+           "on the batch above: at weight 1 it can barely move the student.")
+
+# %% [markdown]
+# **At the full budget.** In the README's three-seed, full-budget table (`clipkd` grid) ICL closes about 39 % of the teacher gap, while GD at weight 1 (the lab's untuned choice) and AFD close 5 % and 2 %, within seed noise: GD's matched gradients are tiny (the bars above), and AFD's fusion can lean on the teacher's half of its input, which already solves the task, so little gradient reaches the student. When those runs are on this machine, the next cell shows the table:
+
+# %%
+sweep_table("clipkd", rows=("no KD", "GD", "ICL", "AFD"))
 
 # %% [markdown]
 # ## Exercises
@@ -181,3 +239,9 @@ answer = 2 * v_t.shape[1]
 
 # %%
 check("3.3", answer, objective=objective)
+
+# %% [markdown]
+# **Experiment 3.4 (open-ended, not graded).** GD at weight 1 barely moves the student. Find a GD weight that helps: read off the slider above the weight at which GD's gradient norm matches the task loss's, train GD there and at 10× and 0.1× of it (`lesson.clip_run("gd", ("weights=gd=1000",), "w1000")`), and compare HM with the no-KD student's. Does GD then help, or does it only add noise?
+
+# %% tags=["experiment"]
+# your experiment

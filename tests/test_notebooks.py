@@ -222,6 +222,7 @@ def test_summary_sentences_come_from_the_numbers():
     assert versus(hm, "CRD", "FD") == "FD beat CRD by 14.6 HM (39.9 vs 25.3)"
     assert versus({"a": 1.01, "b": 1.0}, "a", "b") == "a and b tied (1.0 HM)"
     assert ranking(hm) == "FD 39.9 > CRD 25.3 > no KD 23.7 HM"
+    assert ranking({"a": 2.0, "b": 1.01, "c": 1.0}, "CKA") == "a 2.0 > b 1.0 = c 1.0 CKA"
 
 
 # ---------------------------------------------------------------------- the grader
@@ -297,7 +298,9 @@ def test_exported_lesson_draws_every_figure_offline_in_chromium(path, executed, 
     page = tmp_path / f"{path.stem}.html"
     page.write_text(export.notebook_html(executed[path.stem]), encoding="utf-8")
     html = page.read_text()
-    assert "cdn.jsdelivr.net" not in html and "require.js" not in html
+    external = re.findall(r'<script[^>]*src="(https?://[^"]+)"', html)
+    assert all("mathjax" in url for url in external), external  # MathJax typesets when online, TeX shows offline
+    assert "require.js" not in html
     plotly, vega = html.count('class="lab-figure lab-plotly"'), html.count('class="lab-figure lab-vega"')
     assert plotly >= 1
     tab.goto(page.as_uri())
@@ -309,6 +312,7 @@ def test_exported_lesson_draws_every_figure_offline_in_chromium(path, executed, 
     assert drawn == [True] * (plotly + vega)
     body = tab.inner_text("body")
     assert "Error loading script" not in body and "Figure error" not in body
+    assert all("mathjax" in url for url in tab.blocked), tab.blocked
 
 
 # ---------------------------------------------------------------------- make lab

@@ -14,9 +14,12 @@ from pathlib import Path
 
 from lab import runs
 from lab.errors import LabError
+from lab.grids import NO_KD
 from lab.lesson import DEFAULT_RUNS_DIR
 
-SKIP = {"checkpoint.pt", "checkpoint.safetensors"}  # the lessons read summaries, metrics and embeddings only
+# A finished run is reused from its summary, metrics and embeddings, so checkpoints (40 MB each) stay out —
+# except the no-KD student's, the frozen student of every new prompt-distillation run (lesson 05's experiment).
+CHECKPOINTS = "checkpoints"
 
 
 def pack(preset: str, archive: Path, runs_dir: Path = DEFAULT_RUNS_DIR, with_checkpoints: bool = False) -> list[str]:
@@ -29,7 +32,8 @@ def pack(preset: str, archive: Path, runs_dir: Path = DEFAULT_RUNS_DIR, with_che
     with tarfile.open(archive, "w:gz") as tar:
         for run in finished:
             for path in sorted(run.rglob("*")):
-                if path.is_file() and (with_checkpoints or path.name not in SKIP):
+                keep = with_checkpoints or NO_KD.slug in run.name or CHECKPOINTS not in path.relative_to(run).parts
+                if path.is_file() and keep:
                     tar.add(path, arcname=str(Path(preset) / path.relative_to(source)))
     return [run.name for run in finished]
 
