@@ -7,6 +7,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -113,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="e.g. data.image_size=224 data.crop_scale=0.9,1.0 data.flip=true data.workers=4 batch_size=256")
 
+    p = sub.add_parser("export", help="write a run's student in open_clip's hub layout (local-dir: loadable) "
+                                      "with a model card; --onnx adds the ONNX encoders")
+    p.add_argument("run", help="run directory")
+    p.add_argument("out_dir", help="folder for open_clip_config.json, open_clip_model.safetensors and the card")
+    p.add_argument("--onnx", action="store_true", help="also export the ONNX image and text encoders (checked)")
+
     sub.add_parser("presets", help="list the pretraining presets and model presets")
 
     p = sub.add_parser("demo", help="one seed of every grid at the demo budget, for the dashboard (skips finished runs)")
@@ -123,9 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_id(args, prefix: str, seed: int) -> str:
+    """The run's name, with the name and the runs folder checked before any model is loaded."""
+    from lab.runs import check_run_name, check_runs_dir
+
     if args.resume and not args.name:
         raise LabError("--resume needs --name, the run to continue.")
+    if args.name:
+        check_run_name(args.name)
+    check_runs_dir(args.runs_dir)
     return args.name or f"{prefix}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _writable_runs_dir(runs_dir: str) -> None:
+    """A sweep writes runs and then its tables: both folders are checked before the first run."""
+    from lab.runs import check_runs_dir
+    from lab.tables import TABLES_DIR
+
+    check_runs_dir(runs_dir)
+    check_runs_dir(Path(runs_dir) / TABLES_DIR)
 
 
 def _main_process() -> bool:
@@ -195,7 +217,8 @@ def _cmd_eval(args) -> int:
     from lab.eval.suite import EvalConfig, evaluate
     from lab.models import zoo
 
-    cfg = apply_overrides(EvalConfig(), args.overrides)
+    # eval takes the trainers' form (eval.per_style=64) and the short one (per_style=64)
+    cfg = apply_overrides(EvalConfig(), [o.removeprefix("eval.") for o in args.overrides])
     clip = zoo.load(args.model)
     teacher = None
     if args.teacher != "none":
@@ -215,6 +238,7 @@ def _cmd_sweep(args) -> int:
     check_scale(scale)
     if args.seeds < 1:
         raise LabError(f"--seeds must be at least 1, got {args.seeds}.")
+    _writable_runs_dir(args.runs_dir)
     table = sweep(args.grid, args.seeds, args.runs_dir, scale, args.overrides)
     print(table.read_text())
     print(f"tables written to {table} and {table.with_suffix('.csv')}")
@@ -311,6 +335,15 @@ def _cmd_cache_teacher(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from lab.models.export import export_open_clip
+
+    card = export_open_clip(args.run, args.out_dir, onnx=args.onnx)
+    print(f"{card['arch']} written to {args.out_dir} (open_clip_config.json, {card['weights']}, MODEL_CARD.md); "
+          f"load it with {card['load']}")
+    return 0
+
+
 def _cmd_presets(args) -> int:
     from lab.models.zoo import PRESETS as MODEL_PRESETS
     from lab.train.presets import PRESETS
@@ -325,6 +358,7 @@ def _cmd_presets(args) -> int:
 def _cmd_demo(args) -> int:
     from lab.demo import make_demo_runs
 
+    _writable_runs_dir(args.runs_dir)
     for table in make_demo_runs(args.runs_dir, "fast" if args.fast else "demo"):
         print(table.read_text())
     print(f"runs ready in {args.runs_dir}; explore them with: streamlit run app.py")
@@ -362,7 +396,8 @@ def _cmd_screenshots(args) -> int:
 
 
 COMMANDS = {"pretrain": _cmd_pretrain, "distill": _cmd_distill, "promptkd": _cmd_promptkd, "eval": _cmd_eval,
-            "sweep": _cmd_sweep, "bench": _cmd_bench, "cost": _cmd_cost, "cache-teacher": _cmd_cache_teacher, "presets": _cmd_presets,
+            "sweep": _cmd_sweep, "bench": _cmd_bench, "cost": _cmd_cost, "cache-teacher": _cmd_cache_teacher, "export": _cmd_export,
+            "presets": _cmd_presets,
             "demo": _cmd_demo, "screenshots": _cmd_screenshots}
 COMMANDS.update(lesson_commands.COMMANDS)
 
@@ -382,12 +417,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except LabError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {sentence(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in FILE_SYSTEM_ERRORS:
+            raise
+        print(f"error: Cannot use {err.filename or 'a file'}: {(err.strerror or str(err)).lower()}; check the path "
+              f"and its permissions, or free disk space.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished runs and the last checkpoint are kept (continue with --resume --name RUN).",
               file=sys.stderr)
         return 130
+    finally:
+        if "lab.runs" in sys.modules:  # an --overwrite that did not finish leaves the old run as it was
+            sys.modules["lab.runs"].discard_unfinished()
+
+
+# What the file system can refuse a user: a missing or wrong kind of path, permissions, a full disk.
+FILE_SYSTEM_ERRORS = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
+                      errno.ENOSPC, errno.EDQUOT)
+
+
+def sentence(err: LabError) -> str:
+    """The error's sentence; a LabError raised in a DataLoader worker comes back wrapped in the worker's
+    traceback ("Caught LabError in DataLoader worker process 0 ..."), and only its own last line is kept."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split("LabError: ", 1)[1] if "LabError: " in last else last
+    return text
 
 
 if __name__ == "__main__":

@@ -300,6 +300,9 @@ def cost_table(runs_dir: str | Path = "runs", teacher: str = "shipped", device: 
     dev = resolve_device(device)
     teacher_clip = load_teacher(teacher, str(dev))
     students = student_runs(runs_dir, teacher_clip.arch)
+    left_out = [f"{run.run_id} ({'; '.join(run.problems)})" for run in runs.list_runs(runs_dir) if not run.ok]
+    for line in left_out:
+        progress(f"warning: left out broken run {line}")
     if not students:
         raise LabError(f"{runs_dir} holds no finished student run (pretrain or distill with a checkpoint); "
                        f"train one, e.g. `python -m lab distill`, or pass --runs-dir.")
@@ -323,7 +326,10 @@ def cost_table(runs_dir: str | Path = "runs", teacher: str = "shipped", device: 
     rows += [row(run.run_id, run.kind, arch, run.summary) for run, arch in students]
     setting = (f"batch {batch_size}, {dev.type}, median of {rounds} interleaved rounds; "
                f"{runs.machine_description()}")
-    return rows, format_table(rows, setting)
+    table = format_table(rows, setting)
+    if left_out:
+        table += f"\n\nLeft out, broken: {', '.join(left_out)}; repair or re-run them."
+    return rows, table
 
 
 def _flops(n: float) -> str:

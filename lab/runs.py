@@ -60,7 +60,8 @@ def check_runs_dir(root: str | Path) -> Path:
     """The runs folder, created if missing; a file in its place or a folder one cannot write is one sentence."""
     root = Path(root)
     if root.exists() and not root.is_dir():
-        raise LabError(f"--runs-dir {root} is a file, not a folder; pass a folder (it is created if missing).")
+        raise LabError(f"{root} is a file, not a folder; move it away or pass --runs-dir another folder (one that "
+                       f"does not exist yet is created).")
     with disk_errors(root):
         root.mkdir(parents=True, exist_ok=True)
     if not os.access(root, os.W_OK | os.X_OK):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +37,18 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def broken(run: runs.Run, seed: int) -> str | None:
+    """Why a run that exists cannot count in its row (a damaged file), or None (finished, or not started)."""
+    return None if run.ok or not run.path.exists() else f"seed {seed} ({run.run_id}: {'; '.join(run.problems)})"
+
+
+def incomplete_note(records: list[dict]) -> str:
+    """One line per row some of whose runs exist but are broken: the row's numbers leave them out."""
+    lines = [f"**Incomplete row** {r['row']}: left out {', '.join(r['broken'])}; repair or re-run them "
+             f"(`python -m lab sweep` re-runs unfinished runs)." for r in records if r.get("broken")]
+    return ("\n" + "\n".join(lines) + "\n") if lines else ""
+
+
 def collect(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str = "full") -> list[dict]:
     """One record per row: per-seed values and their mean/std for every column."""
     runs_dir = Path(runs_dir)
@@ -43,10 +56,11 @@ def collect(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str = "
     records = []
     for row in grid_rows(grid):
         per_seed: dict[str, list] = {k: [] for k in (*SUMMARY_KEYS, "gap_closed")}
-        found = []
+        found, left_out = [], []
         for seed in range(seeds):
             run = runs.read_run(runs_dir / run_id(row, seed, scale))
             if not run.complete:
+                left_out += [problem] if (problem := broken(run, seed)) else []
                 continue
             found.append(seed)
             for column, key in SUMMARY_KEYS.items():
@@ -57,7 +71,7 @@ def collect(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str = "
                 per_seed["gap_closed"].append(gap_closed(run.summary["hm"], base.summary["hm"], teacher_hm))
         paper, source = paper_number(grid, row)
         record = {"row": row.label, "loss": row.loss or "task", "seeds": found, "per_seed": per_seed,
-                  "paper": paper, "paper_source": source}
+                  "paper": paper, "paper_source": source, "broken": left_out}
         for column, values in per_seed.items():
             record[column] = mean_std(values)
         records.append(record)
@@ -86,30 +100,36 @@ def _paper_cell(record: dict) -> str:
     return "—" if record["paper"] is None else f"{record['paper']:g} ({record['paper_source']})"
 
 
+def _seeds(record: dict) -> str:
+    cell = ",".join(map(str, record["seeds"])) or "none"
+    return cell + (f" (incomplete: {len(record['broken'])} broken)" if record.get("broken") else "")
+
+
 def markdown_table(records: list[dict], teacher: float | None) -> str:
     head = ("| row | seeds | HM | top-1 | base | novel | gap closed % | i→t R@1 | cos (img) | CKA (img) "
             "| sim-matrix r | wall s | paper |")
     lines = [head, "|" + "---|" * 13]
     for r in records:
         lines.append("| " + " | ".join([
-            r["row"], ",".join(map(str, r["seeds"])) or "none", _fmt(r["hm"]), _fmt(r["top1"]), _fmt(r["base"]),
+            r["row"], _seeds(r), _fmt(r["hm"]), _fmt(r["top1"]), _fmt(r["base"]),
             _fmt(r["novel"]), "—" if r["loss"] == "task" else _fmt(r["gap_closed"]), _fmt(r["retrieval_i2t_r1"]),
             _fmt(r["cosine_image"], 3), _fmt(r["cka_image"], 3), _fmt(r["simmat_corr"], 3),
             _fmt(r["wall_time_s"], 0), _paper_cell(r)]) + " |")
     note = (f"\nTeacher HM {teacher:.1f}. " if teacher is not None else "\n") + \
         "Mean ± std over seeds, last step; HM etc. are zero-shot on the plain-style test set (%). " + PAPER_NOTE
-    return "\n".join(lines) + "\n" + note + "\n"
+    return "\n".join(lines) + "\n" + note + "\n" + incomplete_note(records)
 
 
 def csv_table(records: list[dict], columns: Sequence[str] = COLUMNS[3:]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["row", "loss", "seeds"] + [f"{c}_{s}" for c in columns for s in ("mean", "std")]
-                    + ["paper", "paper_source"])
+                    + ["paper", "paper_source", "incomplete"])
     for r in records:
         writer.writerow([r["row"], r["loss"], " ".join(map(str, r["seeds"]))]
                         + [f"{v:.6g}" for c in columns for v in r[c]]
-                        + ["" if r["paper"] is None else f"{r['paper']:g}", r["paper_source"]])
+                        + ["" if r["paper"] is None else f"{r['paper']:g}", r["paper_source"],
+                           "; ".join(r.get("broken", []))])
     return out.getvalue()
 
 
@@ -122,10 +142,11 @@ def collect_prompt(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: 
     records = []
     for row in grid_rows(grid):
         per_seed: dict[str, list] = {k: [] for k in PROMPT_COLUMNS}
-        found, headline, protocol = [], "", ""
+        found, headline, protocol, left_out = [], "", "", []
         for seed in range(seeds):
             run = runs.read_run(Path(runs_dir) / run_id(row, seed, scale))
             if not run.complete:
+                left_out += [problem] if (problem := broken(run, seed)) else []
                 continue
             found.append(seed)
             summary, headline, protocol = run.summary, run.summary["headline"], run.summary["protocol"]
@@ -138,7 +159,7 @@ def collect_prompt(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: 
         paper, source = paper_number(grid, row)
         records.append({"row": row.label, "loss": row.name, "seeds": found, "headline": headline,
                         "protocol": protocol.split(" ")[0], "per_seed": per_seed, "paper": paper,
-                        "paper_source": source,
+                        "paper_source": source, "broken": left_out,
                         **{c: mean_std(v) for c, v in per_seed.items()}})
     return records
 
@@ -171,7 +192,7 @@ def prompt_markdown_table(records: list[dict]) -> str:
              "| teacher zero-shot | α | wall s | paper |", "|" + "---|" * 13]
     for r in records:
         lines.append("| " + " | ".join([
-            r["row"], r["protocol"], ",".join(map(str, r["seeds"])) or "none", _fmt(r["score"]), r["headline"],
+            r["row"], r["protocol"], _seeds(r), _fmt(r["score"]), r["headline"],
             _fmt(r["base"]), _fmt(r["novel"]), _fmt(r["student_zeroshot"]), _fmt(r["teacher"]),
             _fmt(r["teacher_zeroshot"]), _fmt(r["alpha"], 3), _fmt(r["wall_time_s"], 0), _paper_cell(r)]) + " |")
     note = ("\nMean ± std over seeds, last step (%). metric: hm = base-to-novel HM on the plain style; top1 = "
@@ -181,7 +202,7 @@ def prompt_markdown_table(records: list[dict]) -> str:
     if paired:
         note += ("\n\nMinus PromptKD, seed by seed (same protocol, the seeds both rows finished; mean ± std): "
                  + "; ".join(paired) + ".")
-    return "\n".join(lines) + "\n" + note + "\n"
+    return "\n".join(lines) + "\n" + note + "\n" + incomplete_note(records)
 
 
 def write_tables(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str = "full") -> Path:
@@ -195,6 +216,10 @@ def write_tables(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: st
         records = collect(grid, seeds, runs_dir, scale)
         markdown = title + markdown_table(records, teacher_hm(grid, seeds, runs_dir, scale))
         columns = COLUMNS[3:]
+    for record in records:
+        if record["broken"]:
+            print(f"warning: row {record['row']!r} is incomplete, left out {', '.join(record['broken'])}",
+                  file=sys.stderr)
     runs.atomic_write_bytes(folder / f"{name}.md", markdown.encode())
     runs.atomic_write_bytes(folder / f"{name}.csv", csv_table(records, columns).encode())
     return folder / f"{name}.md"

@@ -5,11 +5,14 @@ expects is the sentence a user sees (after ``error: `` on the command line).
 """
 
 import hashlib
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from lab import runs
 from lab.cli import main
@@ -41,6 +44,15 @@ def files(tmp_path_factory):
                        ("empty.csv", "")):
         (root / name).write_text(f"filepath\ttitle\n{rows}\n" if rows else "filepath\ttitle\n")
     (root / "bad.png").write_bytes(b"\x89PNG but not really")
+    (root / "tables-file").mkdir()
+    (root / "tables-file" / "_tables").write_text("not a folder")
+    halfway = runs.RunWriter(root / "runs", "halfway", "distill", {"a": 1}, seed=0)
+    halfway.save_checkpoint({"arch": "shapes-student", "step": 1, "model": {"w": torch.zeros(1000)}})
+    checkpoint = halfway.path / runs.CHECKPOINT
+    checkpoint.write_bytes(checkpoint.read_bytes()[:300])  # cut off mid-write
+    student = zoo.load("shapes-student")
+    save_file({f"net.{k}": v.contiguous() for k, v in student.model.state_dict().items()},
+              str(root / "wrapped.safetensors"))
     existing = runs.RunWriter(root / "runs", "existing", "distill", {"a": 1}, seed=0)
     existing.log({"step": 1, "loss": 1.0})
     existing.save_checkpoint({"arch": "shapes-student", "step": 1})
@@ -115,7 +127,53 @@ CASES = {  # case: (command line, the fix the sentence must name)
                                    "already finished, so there is nothing to resume"),
     "non-finite loss": (lambda f: _distill(f, "--loss", "fd", "--weight", "fd=inf", "--overwrite"),
                         "The loss became non-finite at step 0 in term 'fd'; lower train.lr or that term's weight"),
+    # settings out of range: refused when the config is built, before any folder is made (see test below)
+    "train.steps=0": (lambda f: _never(f, "train.steps=0"), "train.steps must be at least 1, got 0."),
+    "train.steps=-5": (lambda f: _never(f, "train.steps=-5"), "train.steps must be at least 1, got -5."),
+    "train.steps=abc": (lambda f: _never(f, "train.steps=abc"), "train.steps must be an integer, got 'abc'."),
+    "train.lr=0": (lambda f: _never(f, "train.lr=0"), "train.lr=0.0 would not train"),
+    "train.lr=-1": (lambda f: _never(f, "train.lr=-1"), "train.lr must be positive, got -1.0."),
+    "train.lr=nan": (lambda f: _never(f, "train.lr=nan"), "train.lr must be a finite number, got nan."),
+    "train.checkpoint_every=-1": (lambda f: _never(f, "train.checkpoint_every=-1"),
+                                  "train.checkpoint_every must be at least 0, got -1."),
+    "data.size=-1": (lambda f: _never(f, "data.size=-1"), "data.size must be at least 0, got -1."),
+    "eval.per_style=-3": (lambda f: _never(f, "eval.per_style=-3"), "eval.per_style must be at least 0, got -3."),
+    "data.image_size=0": (lambda f: _never(f, "data.image_size=0"), "data.image_size must be at least 16, got 0."),
+    "train.log_every=0": (lambda f: _never(f, "train.log_every=0"), "train.log_every must be at least 1, got 0."),
+    "train.threads=-1": (lambda f: _never(f, "train.threads=-1"), "train.threads must be at least 0, got -1."),
+    "pretrain train.steps=0": (lambda f: ["pretrain", "--preset", "smoke", "--runs-dir", str(f / "runs"), "--name",
+                                          "never", "train.steps=0"], "train.steps must be at least 1, got 0."),
+    "promptkd train.lr=nan": (lambda f: ["promptkd", "--runs-dir", str(f / "runs"), "--name", "never",
+                                         "train.lr=nan"], "train.lr must be a finite number, got nan."),
+    # run names: one folder name from a safe alphabet
+    **{f"--name {name}": (lambda f, name=name: [*_distill(f), "--name", name], "is not allowed; use 1-128 letters")
+       for name in ("x/y/z", "_tables", ".hidden", ".", "..", "../escape", "/abs/path", "a b")},
+    # the runs folder
+    "--runs-dir that is a file": (lambda f: [*_distill(f), "--runs-dir", str(f / "junk.pt")],
+                                  "is a file, not a folder; move it away or pass --runs-dir another folder"),
+    "sweep --runs-dir that is a file": (lambda f: ["sweep", "--grid", "core", "--fast", "--runs-dir", str(f / "junk.pt")],
+                                        "is a file, not a folder; move it away or pass --runs-dir another folder"),
+    "sweep with _tables a file": (lambda f: ["sweep", "--grid", "core", "--fast", "--runs-dir", str(f / "tables-file")],
+                                  "_tables is a file, not a folder"),
+    # a failing image inside a DataLoader worker: the worker's own sentence, not its traceback
+    "unreadable image in a DataLoader worker": (
+        lambda f: _distill(f, f"data.source={f / 'bad-image.csv'}", "train.batch_size=1", "data.workers=2",
+                           "teacher_mode=online", "--loss", "fd", "--overwrite"), "cannot be read"),
+    "--resume from a damaged checkpoint": (lambda f: [*_distill(f, "--resume"), "--name", "halfway"],
+                                           "last checkpoint checkpoints/last.pt is damaged (cut off or corrupt), so "
+                                           "the run cannot continue from it; train it again from the start with "
+                                           "--overwrite instead of --resume"),
+    "eval with a trainer's key": (lambda f: ["eval", "shapes-student", "--teacher", "none", "train.steps=3"],
+                                  "Unknown config key 'train.steps'; valid keys: seed, per_style"),
+    "checkpoint wrapped in another prefix": (
+        lambda f: _distill(f, "--student", f"shapes-student:{f / 'wrapped.safetensors'}"),
+        "none of its keys match the model's (they start with net.); it may be wrapped in another model"),
 }
+
+
+def _never(files, *overrides):
+    """A run that must be refused before its folder exists (checked by test_refused_settings_make_no_folder)."""
+    return [*_distill(files, *overrides), "--name", "never"]
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -197,3 +255,85 @@ def test_pretrain_under_torchrun_is_one_sentence(files, capsys, monkeypatch):
     code, message = _cli(["pretrain", "--preset", "smoke", "--runs-dir", str(files / "runs")], capsys)
     assert code == 2
     assert_one_sentence(message, "pretrain runs in one process; launch it without torchrun")
+
+
+REFUSED_BEFORE_ANY_FOLDER = [c for c in CASES if c.startswith(("train.", "data.", "eval.", "pretrain train", "promptkd",
+                                                                "--name"))]
+
+
+def test_refused_settings_and_names_make_no_folder(files, capsys):
+    """A refused setting leaves no config-only folder that would block the same --name; no name escapes."""
+    for case in REFUSED_BEFORE_ANY_FOLDER[:4] + [c for c in CASES if c.startswith("--name")]:
+        argv, _ = CASES[case]
+        assert _cli(argv(files), capsys)[0] == 2
+    assert not (files / "runs" / "never").exists()
+    assert not (files / "escape").exists() and not (files / "runs" / "x").exists()
+    assert not (files / "runs" / "_tables").exists() and not (files / "runs" / ".hidden").exists()
+    assert not list((files / "runs").glob("config.json"))
+
+
+def test_unwritable_runs_folder_and_tables_are_one_sentence(files, capsys, monkeypatch):
+    import os
+
+    readonly = {files / "readonly", files / "readonly-tables" / "_tables"}
+    for folder in readonly:
+        folder.mkdir(parents=True, exist_ok=True)
+    access = os.access  # patched rather than chmod: the tests may run as root, whom permissions do not stop
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) not in readonly and access(path, mode))
+    code, message = _cli(_distill(files, "--runs-dir", str(files / "readonly")), capsys)
+    assert code == 2
+    assert_one_sentence(message, "Cannot write to the runs folder")
+    code, message = _cli(["sweep", "--grid", "core", "--fast", "--runs-dir", str(files / "readonly-tables")], capsys)
+    assert code == 2
+    assert_one_sentence(message, f"Cannot write to the runs folder {files / 'readonly-tables' / '_tables'} "
+                                 f"(permission denied)")
+
+
+def test_module_prefixed_safetensors_loads_like_the_pt_path(files, tmp_path):
+    """A DataParallel/DDP state dict ("module." before every key) loads from .safetensors as from .pt."""
+    student = zoo.load("shapes-student")
+    state = {f"module.{k}": v.contiguous() for k, v in student.model.state_dict().items()}
+    save_file(state, str(tmp_path / "ddp.safetensors"))
+    torch.save(state, tmp_path / "ddp.pt")
+    for path in (tmp_path / "ddp.safetensors", tmp_path / "ddp.pt"):
+        loaded = zoo.load(f"shapes-student:{path}")
+        for k, v in student.model.state_dict().items():
+            assert torch.equal(loaded.model.state_dict()[k], v), (path, k)
+
+
+def test_eval_takes_both_forms_of_its_keys(smoke_run, capsys):
+    metrics = []
+    for key in ("per_style", "eval.per_style"):
+        assert main(["eval", str(smoke_run), "--teacher", "none", "--json", f"{key}=8", "batch_size=32"]) == 0
+        metrics.append(json.loads(capsys.readouterr().out))
+    assert metrics[0] == metrics[1] and metrics[0]["top1"] >= 0
+
+
+def test_a_broken_run_makes_its_row_incomplete_not_silently_shorter(tmp_path, capsys):
+    from lab.grids import CLIPKD, NO_KD, run_id
+    from lab.tables import write_tables
+
+    for row in (NO_KD, CLIPKD):
+        for seed in (0, 1):
+            writer = runs.RunWriter(tmp_path, run_id(row, seed, "fast"), "distill", {"a": 1}, seed=seed)
+            writer.finish({"wall_time_s": 1.0, "checkpoint": "last", "hm": 50.0 + seed + (10 if row.loss else 0),
+                           "top1": 1.0, "base": 1.0, "novel": 1.0, "teacher/hm": 97.5})
+    broken = tmp_path / run_id(CLIPKD, 1, "fast")
+    (broken / runs.SUMMARY).write_text("{cut off")
+    table = write_tables("core", 2, tmp_path, "fast").read_text()
+    assert "| FD+ICL+CRD (CLIP-KD) | 0 (incomplete: 1 broken) |" in table
+    assert f"left out seed 1 ({broken.name}: summary.json is not valid JSON" in table
+    assert f"warning: row 'FD+ICL+CRD (CLIP-KD)' is incomplete, left out seed 1 ({broken.name}" in capsys.readouterr().err
+    assert "summary.json is not valid JSON" in (tmp_path / "_tables" / "fast-core.csv").read_text()
+
+
+def test_cost_names_a_broken_run_it_leaves_out(smoke_run, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(smoke_run, tmp_path / "good")
+    shutil.copytree(smoke_run, tmp_path / "broken")
+    (tmp_path / "broken" / runs.SUMMARY).write_text("{cut off")
+    assert main(["cost", "--runs-dir", str(tmp_path), "--rounds", "1", "--batch-size", "4"]) == 0
+    captured = capsys.readouterr()
+    assert "Left out, broken: broken (summary.json is not valid JSON" in captured.out
+    assert "warning: left out broken run broken" in captured.err

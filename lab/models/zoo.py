@@ -120,11 +120,13 @@ def create(arch: str, pretrained: str | None = None, device: str = "cpu") -> Cli
     return ClipModel(model, open_clip.get_tokenizer(arch), arch, f"{arch}:{pretrained}" if pretrained else arch)
 
 
-def _mismatch(arch: str, path, err: Exception) -> LabError:
+def _mismatch(arch: str, path, err: Exception, cause: str = "") -> LabError:
     first = str(err).strip().splitlines()
     detail = next((line.strip() for line in first if "size mismatch" in line or "Missing key" in line), first[0] if first else "")
-    return LabError(f"Checkpoint {path} does not match architecture {arch} ({detail[:160]}); "
-                    f"pass the architecture it was trained with.")
+    fix = ("pass the architecture it was trained with" if not cause or "architecture" in cause
+           else "re-save it as the model's own state dict")
+    return LabError(f"Checkpoint {path} does not match architecture {arch} ({detail[:160].rstrip('.')}); "
+                    f"{cause + ', so ' if cause else ''}{fix}.")
 
 
 # --------------------------------------------------------------------------- lab weight files
@@ -144,12 +146,38 @@ def save_weights(clip: ClipModel, path: str | Path, dtype: torch.dtype = torch.f
     return path
 
 
+# Prefixes wrappers put before every key: DataParallel / DistributedDataParallel, torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def unwrapped(state: dict) -> dict:
+    """A state dict without the wrapper prefix every key shares (``module.``, ``_orig_mod.``), as open_clip
+    strips it when it reads a ``.pt``; the lab's own formats are read the same way."""
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state, changed = {k[len(prefix):]: v for k, v in state.items()}, True
+    return state
+
+
+def _likely_cause(model: torch.nn.Module, state: dict) -> str:
+    """Why a state dict does not load, in words: a foreign prefix, no key in common, or another architecture."""
+    expected, found = set(model.state_dict()), set(state)
+    if not expected & found:
+        prefixes = sorted({k.split(".", 1)[0] + "." for k in found})[:3]
+        return (f"none of its keys match the model's (they start with {', '.join(prefixes)}); it may be wrapped "
+                f"in another model or not be a CLIP state dict")
+    return "it was probably trained with another architecture"
+
+
 def _load_state(clip: ClipModel, state: dict, path) -> ClipModel:
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in unwrapped(state).items()}
     try:
         clip.model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise _mismatch(clip.arch, path, err) from err
+        raise _mismatch(clip.arch, path, err, _likely_cause(clip.model, state)) from err
     clip.source = str(path)
     return clip
 

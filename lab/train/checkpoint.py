@@ -69,7 +69,7 @@ def open_run(runs_dir: str | Path, run_id: str, kind: str, config: dict, setting
             raise LabError(f"Run {path} already finished, so there is nothing to resume; pick another --name "
                            f"to train again.")
         if (path / runs.CHECKPOINT).is_file():
-            checkpoint = load_training_checkpoint(path / runs.CHECKPOINT)
+            checkpoint = _resumable_checkpoint(path)
             started_with = checkpoint.get("config", {})
         else:
             started_with = json.loads((path / runs.CONFIG).read_text()).get("config", {})
@@ -80,6 +80,22 @@ def open_run(runs_dir: str | Path, run_id: str, kind: str, config: dict, setting
     if resume:
         writer.truncate_metrics(int(checkpoint["step"]) if checkpoint else 0)
     return writer, checkpoint
+
+
+def _resumable_checkpoint(run: Path) -> dict:
+    """The run's last checkpoint; a damaged one (e.g. cut off by a kill mid-write) says how to go on."""
+    try:
+        checkpoint = load_training_checkpoint(run / runs.CHECKPOINT)
+    except LabError as err:
+        if "pickled Python objects" in str(err):
+            raise
+        raise LabError(f"Run {run}'s last checkpoint {runs.CHECKPOINT} is damaged (cut off or corrupt), so the run "
+                       f"cannot continue from it; train it again from the start with --overwrite instead of "
+                       f"--resume (or under another --name).") from err
+    if not isinstance(checkpoint, dict) or "step" not in checkpoint:
+        raise LabError(f"Run {run}'s last checkpoint {runs.CHECKPOINT} is not a lab training checkpoint; train the "
+                       f"run again with --overwrite instead of --resume.")
+    return checkpoint
 
 
 def training_state(trainer: Trainer, states: dict[str, dict], settings: dict,
