@@ -1,4 +1,4 @@
-"""Export a trained run's model as a weights file with a model card beside it.
+"""Export a trained run's model: a lab weights file with a model card, or open_clip's hub layout.
 
 The card (``<name>.card.json`` and a readable ``<name>.card.md``) records the
 recipe command, seed, full config, training wall time, machine, the sha256 of
@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from lab import runs
+from lab.errors import LabError
 from lab.eval.suite import EvalConfig, evaluate
 from lab.models import zoo
 
@@ -84,4 +85,74 @@ Base is scored among the base classes only, novel among the novel classes only; 
 {rows}
 
 Retrieval on the plain style (a hit is any image with the identical caption): {retrieval}.
+"""
+
+
+# --------------------------------------------------------------------------- open_clip's hub layout
+
+HUB_CONFIG, HUB_WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
+NOT_EXPORTED = ("the objective's learned parts — projection heads that map the student into the teacher's width, "
+                "AFD's fusion layer, learnable loss scales — serve the training loss only and are not part of "
+                "the student")
+
+
+def export_open_clip(run_path: str | Path, out_dir: str | Path, onnx: bool = False) -> dict:
+    """The run's student in open_clip's hub layout, loadable offline with
+    ``open_clip.create_model_and_transforms("local-dir:OUT_DIR")``, plus ``MODEL_CARD.md`` / ``model_card.json``
+    and, with ``onnx``, the ONNX image and text encoders (checked against PyTorch)."""
+    import open_clip
+    from open_clip.push_to_hf_hub import save_config_for_hf
+    from safetensors.torch import save_file
+
+    run = runs.read_run(run_path)
+    student = zoo.load(run.path)
+    model_cfg = open_clip.get_model_config(student.arch)
+    if model_cfg is None:
+        raise LabError(f"open_clip has no config for architecture {student.arch}; it cannot be exported.")
+    out = Path(out_dir)
+    with runs.disk_errors(out):
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in student.model.state_dict().items()}
+        save_file(state, str(out / HUB_WEIGHTS))
+        save_config_for_hf(student.model, out / HUB_CONFIG, model_config=model_cfg)
+    config = run.config.get("config", {})
+    summary = run.summary
+    card = {
+        "arch": student.arch, "params": student.num_parameters(), "weights": HUB_WEIGHTS,
+        "sha256": sha256(out / HUB_WEIGHTS), "run": run.run_id, "kind": run.kind,
+        "teacher": config.get("teacher"), "objective": summary.get("formula") or config.get("loss"),
+        "data": config.get("data", {}).get("source"), "steps": summary.get("steps"),
+        "seed": run.config.get("seed"), "metrics": {k: v for k, v in summary.items() if isinstance(v, (int, float))
+                                                     and not k.endswith(("_s", "images_per_s"))},
+        "not_exported": NOT_EXPORTED, "load": f'open_clip.create_model_and_transforms("local-dir:{out}")',
+        "created": time.strftime("%Y-%m-%d"), "versions": run.config.get("versions"),
+    }
+    if onnx:
+        from lab.cost import export_onnx
+
+        card["onnx"] = export_onnx(student, out / "onnx")
+    runs.atomic_write_json(out / "model_card.json", card)
+    runs.atomic_write_bytes(out / "MODEL_CARD.md", hub_card_markdown(card).encode())
+    return card
+
+
+def hub_card_markdown(card: dict) -> str:
+    metrics = "\n".join(f"| {k} | {v:.4g} |" for k, v in sorted(card["metrics"].items())) or "| — | — |"
+    onnx = card.get("onnx")
+    onnx_line = (f"\n- **ONNX**: `onnx/image_encoder.onnx`, `onnx/text_encoder.onnx`; ONNX Runtime vs PyTorch "
+                 f"max |diff| {onnx['max_abs_diff']:.1e}" if onnx else "")
+    return f"""# {card['arch']} distilled by the CLIP distillation lab
+
+- **Student**: {card['arch']}, {card['params'] / 1e6:.2f} M parameters (`{card['weights']}`, sha256 `{card['sha256'][:16]}…`)
+- **Teacher**: `{card['teacher']}`
+- **Objective**: `{card['objective']}`
+- **Data**: `{card['data']}`, {card['steps']} steps, seed {card['seed']} (run `{card['run']}`)
+- **Load**: `{card['load']}` (offline; the tokenizer is open_clip's, from the config){onnx_line}
+- **Not in this export**: {card['not_exported']}.
+
+## Metrics of the run (summary.json)
+
+| metric | value |
+|---|---|
+{metrics}
 """
