@@ -1,10 +1,13 @@
 """Figures shared by the dashboard and the notebooks, built from run data only (plotly; Altair for the maps).
 
-The embedding maps put teacher and student in one frame: the teacher's points are
-projected to 2-D (PCA, t-SNE or UMAP), the student's on its own, and the student map is
-then rotated (orthogonal Procrustes, with a scale) onto the teacher's so that the same item
-sits in comparable places in both panels. t-SNE and UMAP take seconds, so their maps can be
-cached on disk (``cache=`` a file path; the dashboard keeps them in the run directory).
+The embedding maps put teacher and student side by side: each model's points are
+projected to 2-D on their own (PCA, t-SNE or UMAP), the student's map is rotated
+(orthogonal Procrustes) onto the teacher's so that the same item sits in comparable places,
+and each panel is drawn at unit RMS radius — a poorly aligned student is never drawn shrunk;
+the Procrustes scale and residual are reported as numbers. Colour-by colour uses
+ShapesWorld's own colours, class (colour × shape) is hue × marker. t-SNE and UMAP take
+seconds, so their maps can be cached on disk (``cache=`` a file path; the dashboard keeps
+them in the run directory). Fonts are at least 14 px (projector-ready).
 The maps are Altair charts because their tooltips can show an image: hovering a point shows
 the item's picture (re-rendered from its stored ShapesWorld factors) and caption, and
 highlights the same item in the other panel.
@@ -16,16 +19,19 @@ import base64
 import io
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import altair as alt
 import numpy as np
 import pandas as pd
+import plotly.colors as pcolors
 import plotly.graph_objects as go
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from lab.data.shapes import COLOUR_NAMES, SHAPES, SIZES, STYLES, ShapesWorld
+from lab.data.shapes import COLOUR_NAMES, COLOURS, SHAPES, SIZES, STYLES, ShapesWorld
+from lab.eval.geometry import knn_overlap_per_item
 
 FACTOR_NAMES = {"shape": SHAPES, "colour": COLOUR_NAMES, "size": SIZES, "style": STYLES}
 
@@ -49,24 +55,60 @@ def procrustes(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return scale * s @ rotation
 
 
+def unit_rms(x: np.ndarray) -> np.ndarray:
+    """``x`` centred and scaled to unit RMS radius: sqrt(mean_i ‖x_i‖²) = 1."""
+    centred = np.asarray(x, dtype=np.float64) - np.mean(x, axis=0)
+    return centred / max(np.sqrt((centred ** 2).sum(axis=1).mean()), 1e-12)
+
+
+@dataclass(frozen=True)
+class AlignedMaps:
+    """Two 2-D maps of the same items, each centred at unit RMS radius, the student's rotated onto the teacher's.
+
+    ``scale``: the Procrustes scale that would map the student's map onto the teacher's (its size
+    ratio, reported instead of drawn); ``residual``: the Procrustes disparity 1 − (Σσ)² of the two maps
+    at unit Frobenius norm — 0 when they agree up to rotation and scale, 1 when unrelated.
+    """
+
+    teacher: np.ndarray
+    student: np.ndarray
+    scale: float
+    residual: float
+
+
+def align(teacher_2d: np.ndarray, student_2d: np.ndarray) -> AlignedMaps:
+    """:class:`AlignedMaps` of two raw maps: rotation/reflection only, then each panel at unit RMS radius."""
+    t = np.asarray(teacher_2d, np.float64) - np.mean(teacher_2d, axis=0)
+    s = np.asarray(student_2d, np.float64) - np.mean(student_2d, axis=0)
+    u, sigma, vt = np.linalg.svd(s.T @ t)
+    norms = max(np.linalg.norm(s) * np.linalg.norm(t), 1e-12)
+    scale = sigma.sum() / max((s ** 2).sum(), 1e-12)
+    return AlignedMaps(unit_rms(t), unit_rms(s @ (u @ vt)), float(scale), float(1 - (sigma.sum() / norms) ** 2))
+
+
 PROJECTIONS = ("pca", "tsne", "umap")
+TSNE_THREADS = 1  # measured: one thread beats the default (every core) on a busy 2-core machine
 
 
 def tsne_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """t-SNE coordinates of the rows of ``x`` (cosine distances, PCA initialisation, fixed seed)."""
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
-    return TSNE(2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(
-        np.asarray(x, dtype=np.float64))
+    with threadpool_limits(TSNE_THREADS):
+        return TSNE(2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(
+            np.asarray(x, dtype=np.float64))
 
 
 def umap_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """UMAP coordinates of the rows of ``x`` (cosine metric, 15 neighbours, fixed seed).
 
-    umap-learn compiles its kernels with numba on first use: ~20 s in a fresh process.
+    umap-learn compiles its kernels with numba on first use (~20 s in every new process, as most
+    of them are not marked for caching); :func:`import_umap` asks numba to cache them on disk, so
+    that cost is paid once per install.
     """
-    from umap import UMAP
+    UMAP = import_umap().UMAP
 
     with warnings.catch_warnings():  # "n_jobs overridden by setting random_state": wanted, for reproducible maps
         warnings.simplefilter("ignore", UserWarning)
@@ -74,28 +116,71 @@ def umap_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
                     init="pca" if len(x) > 3 else "random").fit_transform(np.asarray(x, dtype=np.float32))
 
 
-def aligned_maps(teacher: np.ndarray, student: np.ndarray, method: str = "pca",
-                 cache: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """2-D maps of the same items in both spaces, the student's aligned onto the teacher's.
+def import_umap():
+    """``umap``, imported with numba's on-disk cache on for every kernel it compiles (``cache=True`` as the
+    default of ``numba.njit``/``numba.jit`` during the import; kernels that cannot be cached are compiled as before)."""
+    import sys
 
-    With ``cache`` (an ``.npz`` path) the maps are read from it when present and written to it
-    otherwise; an unwritable place only skips the writing.
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    import numba
+
+    originals = numba.njit, numba.jit
+
+    def caching(decorator):
+        def wrapped(*args, **kwargs):
+            if len(args) == 1 and callable(args[0]) and not kwargs:  # bare @njit
+                return decorator(cache=True)(args[0])
+            kwargs.setdefault("cache", True)
+            return decorator(*args, **kwargs)
+        return wrapped
+
+    numba.njit, numba.jit = caching(numba.njit), caching(numba.jit)
+    try:
+        with warnings.catch_warnings():  # "cannot cache function ...": that kernel compiles per process, as before
+            warnings.simplefilter("ignore", numba.NumbaWarning)
+            import umap
+    finally:
+        numba.njit, numba.jit = originals
+    return umap
+
+
+def aligned_maps(teacher: np.ndarray, student: np.ndarray, method: str = "pca",
+                 cache: str | Path | None = None) -> AlignedMaps:
+    """2-D maps of the same items in both spaces (:class:`AlignedMaps`), each projected on its own.
+
+    With ``cache`` (an ``.npz`` path) the raw projections are read from it when present and written
+    to it otherwise; an unwritable place only skips the writing.
     """
     if method not in PROJECTIONS:
         raise ValueError(f"Unknown projection '{method}'; choose one of: {', '.join(PROJECTIONS)}.")
     if cache is not None and Path(cache).is_file():
-        with np.load(cache) as stored:
-            return stored["teacher"], stored["student"]
+        with np.load(cache, allow_pickle=False) as stored:
+            if {"teacher_raw", "student_raw"} <= set(stored.files):
+                return align(stored["teacher_raw"], stored["student_raw"])
     project = {"pca": pca_2d, "tsne": tsne_2d, "umap": umap_2d}[method]
-    t2 = project(teacher)
-    maps = t2, procrustes(project(student), t2)
+    t2, s2 = project(teacher), project(student)
     if cache is not None:
         try:
             Path(cache).parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, teacher=maps[0], student=maps[1])
+            np.savez(cache, teacher_raw=t2, student_raw=s2)
         except OSError:
             pass
-    return maps
+    return align(t2, s2)
+
+
+def _hex(rgb: tuple[float, float, float]) -> str:
+    return "#" + "".join(f"{round(255 * c):02x}" for c in rgb)
+
+
+# ShapesWorld's own colours and one marker per shape, so that "red" is drawn red and a class
+# (colour × shape) is hue × marker instead of 64 entries of a 20-colour palette.
+COLOUR_HEX = {name: _hex(rgb) for name, rgb in COLOURS.items()}
+SHAPE_MARKERS = {"circle": "circle", "square": "square", "triangle": "triangle-up",
+                 "star": "M0,-1L0.24,-0.33L0.95,-0.31L0.38,0.12L0.59,0.81L0,0.4L-0.59,0.81L-0.38,0.12L-0.95,-0.31L-0.24,-0.33Z",
+                 "cross": "cross", "heart": "diamond", "ring": "triangle-down", "moon": "wedge"}
+MAP_COLOURINGS = ("shape", "colour", "class", "style", "size", "modality", "split", "neighbourhood")
+FONT = 14  # px: axis, legend and tick labels (readable when projected)
 
 
 def colour_labels(emb: dict, colour_by: str, n_images: int, n_texts: int = 0) -> list[str]:
@@ -148,50 +233,161 @@ def thumbnails(emb: dict, size: int = 48) -> list[str] | None:
     return urls
 
 
+def neighbourhood_agreement(emb: dict, k: int = 10, modality: str = "image") -> np.ndarray:
+    """Per item: the share of its k nearest neighbours (cosine) that teacher and student agree on (0–1)."""
+    return knn_overlap_per_item(emb[f"teacher_{modality}"].astype(np.float64),
+                                emb[f"student_{modality}"].astype(np.float64), k).numpy()
+
+
+def neighbours_of(emb: dict, item: int, model: str, k: int = 8, modality: str = "image") -> np.ndarray:
+    """The ``k`` items nearest to ``item`` (cosine, itself excluded) in ``model``'s space, nearest first."""
+    x = emb[f"{model}_{modality}"].astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sim = x @ x[item]
+    sim[item] = -np.inf
+    return np.argsort(-sim, kind="stable")[:k]
+
+
+def map_points(emb: dict, n: int = 1000, with_texts: bool = True, method: str = "pca",
+               cache_dir: str | Path | None = None, k: int = 10) -> tuple[pd.DataFrame, AlignedMaps]:
+    """One row per drawn point (item, modality, factors, class, caption, kNN agreement, both maps' x/y)
+    of ``n`` items of ``emb`` evenly drawn, and the maps' alignment; ``item`` indexes ``emb``."""
+    idx = sample_indices(len(emb["labels"]), n)
+    sub, n = subsample(emb, n), len(idx)
+    keys = ("image", "text") if with_texts else ("image",)
+    teacher = np.concatenate([sub[f"teacher_{m}"].astype(np.float64) for m in keys])
+    student = np.concatenate([sub[f"student_{m}"].astype(np.float64) for m in keys])
+    cache = None if cache_dir is None else Path(cache_dir) / f"{method}-{n}-{'both' if with_texts else 'images'}.npz"
+    maps = aligned_maps(teacher, student, method, cache)
+    rows = np.tile(np.arange(n), len(keys))
+    points = pd.DataFrame({"item": idx[rows], "modality": np.repeat(keys, n),
+                           "caption": np.asarray(sub["captions"])[rows],
+                           "neighbourhood": np.concatenate([neighbourhood_agreement(sub, k, m) for m in keys]),
+                           "teacher_x": maps.teacher[:, 0], "teacher_y": maps.teacher[:, 1],
+                           "student_x": maps.student[:, 0], "student_y": maps.student[:, 1]})
+    for name in ("shape", "colour", "style", "size", "class", "split"):
+        if name in ("class", "split") or f"factor_{name}" in sub:
+            points[name] = colour_labels(sub, name, n, n if with_texts else 0)
+    return points, maps
+
+
+def _colour(colour_by: str) -> alt.Color:
+    if colour_by in ("colour", "class"):  # class = colour × shape: the hue is the item's own colour
+        return alt.Color("colour:N", title="colour", scale=alt.Scale(domain=list(COLOUR_HEX),
+                                                                     range=list(COLOUR_HEX.values())))
+    if colour_by == "neighbourhood":
+        return alt.Color("neighbourhood:Q", title=["kNN agreement", "(1 = same neighbours)"],
+                         scale=alt.Scale(scheme="redyellowblue", domain=[0, 1]))
+    return alt.Color(f"{colour_by}:N", scale=alt.Scale(scheme="category10"))
+
+
+def map_panel(points: pd.DataFrame, model: str, colour_by: str = "shape", title: str | list[str] = "",
+              width: int | str = 430, height: int = 430, images: Sequence[str] | None = None,
+              extent: float | None = None, hover=None, legend: bool = True) -> alt.Chart:
+    """One model's map: ``points`` from :func:`map_points`, coloured by ``colour_by`` (ShapesWorld's real
+    colours for colour and class, a marker per shape for class), at a fixed ``extent`` (±) shared by panels."""
+    extent = extent or float(np.abs(points[[f"{model}_x", f"{model}_y"]].to_numpy()).max() * 1.05 or 1.0)
+    chart = alt.Chart(points)
+    tooltip = ["caption:N", "class:N" if "class" in points else "modality:N", "modality:N",
+               alt.Tooltip("neighbourhood:Q", title="kNN agreement", format=".2f")]
+    if images is not None:
+        pictures = pd.DataFrame({"item": np.arange(len(images)), "image": np.asarray(images)})
+        chart = chart.transform_lookup(lookup="item", from_=alt.LookupData(pictures, "item", ["image"]))
+        tooltip = ["image:N", *tooltip]  # vega-tooltip draws the field named "image" as a picture
+    if colour_by == "class":
+        shape = alt.Shape("shape:N", scale=alt.Scale(domain=list(SHAPE_MARKERS), range=list(SHAPE_MARKERS.values())))
+    else:
+        shape = alt.Shape("modality:N", scale=alt.Scale(domain=["image", "text"], range=["circle", "cross"]))
+    scale = alt.Scale(domain=[-extent, extent], nice=False)
+    colour = _colour(colour_by)
+    if not legend:
+        colour, shape = colour.legend(None), shape.legend(None)
+    encoding = dict(color=colour, shape=shape, tooltip=tooltip,
+                    x=alt.X(f"{model}_x:Q", scale=scale, title=None, axis=alt.Axis(labels=False, ticks=False)),
+                    y=alt.Y(f"{model}_y:Q", scale=scale, title=None, axis=alt.Axis(labels=False, ticks=False)))
+    if hover is not None:
+        encoding.update(size=alt.condition(hover, alt.value(220), alt.value(30)),
+                        stroke=alt.condition(hover, alt.value("black"), alt.value(None)))
+    else:
+        encoding.update(size=alt.value(36))
+    opacity = alt.Opacity("modality:N", scale=alt.Scale(domain=["image", "text"], range=[0.85, 0.4]), legend=None)
+    encoding["opacity"] = alt.condition(hover, alt.value(1.0), opacity) if hover is not None else opacity
+    return chart.mark_point(filled=True).encode(**encoding).properties(title=title, width=width, height=height)
+
+
+def readable(chart, svg: bool = False):
+    """Fonts of at least :data:`FONT` px on axes, legends and titles (top-level charts only); ``svg`` asks
+    vega-embed for SVG instead of canvas (marks become DOM elements a browser test can read)."""
+    chart = (chart.configure_axis(labelFontSize=FONT, titleFontSize=FONT)
+             .configure_legend(labelFontSize=FONT, titleFontSize=FONT, symbolSize=120)
+             .configure_title(fontSize=FONT + 2).configure_view(stroke="#ddd"))
+    return chart.properties(usermeta={"embedOptions": {"renderer": "svg"}}) if svg else chart
+
+
+def student_title(maps: AlignedMaps) -> list[str]:
+    return ["student (rotated onto the teacher)",
+            f"Procrustes scale {maps.scale:.2f}, residual {maps.residual:.2f}"]
+
+
 def embedding_maps(emb: dict, colour_by: str = "shape", n: int = 1000, with_texts: bool = True,
                    method: str = "pca", cache_dir: str | Path | None = None,
-                   images: Sequence[str] | None = None) -> alt.HConcatChart:
+                   images: Sequence[str] | None = None, width: int = 430) -> alt.HConcatChart:
     """Teacher and student image (and caption) embeddings side by side in aligned 2-D maps.
 
+    Each panel is drawn at unit RMS radius on the same axes, so a poorly aligned student is not shrunk:
+    how far its map is from the teacher's is the Procrustes scale and residual in its title.
     ``method`` pca, tsne or umap; ``cache_dir`` keeps the maps, one file per method, size and
     modality set. Hovering a point shows its caption and, given ``images`` (one data URL per
     item of ``emb``, e.g. :func:`thumbnails`), its picture; the same item is highlighted in
     both panels.
     """
-    idx = sample_indices(len(emb["labels"]), n)
-    emb, n = subsample(emb, n), len(idx)
-    keys = ("image", "text") if with_texts else ("image",)
-    teacher = np.concatenate([emb[f"teacher_{k}"].astype(np.float64) for k in keys])
-    student = np.concatenate([emb[f"student_{k}"].astype(np.float64) for k in keys])
-    cache = None if cache_dir is None else Path(cache_dir) / f"{method}-{n}-{'both' if with_texts else 'images'}.npz"
-    t2, s2 = aligned_maps(teacher, student, method, cache)
-    items = np.tile(np.arange(n), len(keys))
-    points = pd.DataFrame({
-        "item": items, "modality": np.repeat(keys, n), colour_by: colour_labels(emb, colour_by, n, n if with_texts else 0),
-        "caption": np.asarray(emb["captions"])[items],
-        "teacher_x": t2[:, 0], "teacher_y": t2[:, 1], "student_x": s2[:, 0], "student_y": s2[:, 1]})
-    tooltip = ["caption:N", f"{colour_by}:N", "modality:N"]
-    chart = alt.Chart(points)
-    if images is not None:
-        pictures = pd.DataFrame({"item": np.arange(n), "image": np.asarray(images)[idx]})
-        chart = chart.transform_lookup(lookup="item", from_=alt.LookupData(pictures, "item", ["image"]))
-        tooltip = ["image:N", *tooltip]  # vega-tooltip draws the field named "image" as a picture
+    points, maps = map_points(emb, n, with_texts, method, cache_dir)
+    extent = float(np.abs(np.concatenate([maps.teacher, maps.student])).max() * 1.05)
     hover = alt.selection_point(on="pointerover", fields=["item"], nearest=True, empty=False, clear="pointerout")
-    base = chart.mark_point(filled=True).encode(
-        color=alt.Color(f"{colour_by}:N", scale=alt.Scale(scheme="category20")),
-        shape=alt.Shape("modality:N", scale=alt.Scale(domain=["image", "text"], range=["circle", "cross"])),
-        size=alt.condition(hover, alt.value(220), alt.value(22)),
-        opacity=alt.condition(hover, alt.value(1.0), alt.value(0.7)),
-        stroke=alt.condition(hover, alt.value("black"), alt.value(None)),
-        tooltip=tooltip)
-    panels = [base.encode(x=alt.X(f"{model}_x:Q", axis=None, scale=alt.Scale(zero=False)),
-                          y=alt.Y(f"{model}_y:Q", axis=None, scale=alt.Scale(zero=False)))
-              .properties(title=title, width=430, height=430)
-              for model, title in (("teacher", "teacher"), ("student", "student (aligned to the teacher)"))]
+    panels = [map_panel(points, model, colour_by, title, width, width, images, extent, hover)
+              for model, title in (("teacher", "teacher"), ("student", student_title(maps)))]
     with warnings.catch_warnings():  # one hover selection shared by both panels is the point, not a clash
         warnings.filterwarnings("ignore", "Automatically deduplicated selection parameter", UserWarning)
-        maps = alt.hconcat(*panels).add_params(hover)
-    return maps.resolve_scale(x="shared", y="shared").configure_view(stroke="#ddd")
+        maps_chart = alt.hconcat(*panels).add_params(hover)
+    return readable(maps_chart)
+
+
+def evolution_frames(snapshots: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """The student's image-embedding map at every stored step (S, N, 2), each frame PCA-projected and rotated
+    onto the final frame (itself rotated onto the teacher's map when there is one), all at unit RMS radius;
+    and the teacher's map (N, 2) or None."""
+    frames = [pca_2d(f.astype(np.float64)) for f in snapshots["student_image"]]
+    teacher = unit_rms(pca_2d(snapshots["teacher_image"].astype(np.float64))) if "teacher_image" in snapshots else None
+    final = align(teacher, frames[-1]).student if teacher is not None else unit_rms(frames[-1])
+    return np.stack([align(final, f).student for f in frames]), teacher
+
+
+def evolution_panel(frame: np.ndarray, labels: dict[str, Sequence[str]], colour_by: str, title: str | list[str],
+                    extent: float, width: int | str = 430, captions: Sequence[str] | None = None) -> alt.Chart:
+    """One frame of :func:`evolution_frames` as a map panel (fixed ``extent`` so that frames are comparable)."""
+    points = pd.DataFrame({"item": np.arange(len(frame)), "modality": "image", "neighbourhood": 0.0,
+                           "caption": list(captions) if captions is not None else "",
+                           "frame_x": frame[:, 0], "frame_y": frame[:, 1], **{k: list(v) for k, v in labels.items()}})
+    return map_panel(points, "frame", colour_by, title, width, 380, extent=extent)
+
+
+CLOSENESS_METRICS = ("cka", "knn_overlap", "simmat_corr", "cosine")  # 1 = the teacher's geometry
+
+
+def geometry_over_steps(records: list[dict], step: int | None = None) -> go.Figure:
+    """The probe's geometry metrics (``eval/geometry/*`` in ``metrics.jsonl``) over steps; a line at ``step``."""
+    fig = go.Figure()
+    names = sorted({k for r in records for k in r
+                    if k.startswith(tuple(f"eval/geometry/{m}" for m in CLOSENESS_METRICS))})
+    for key in names:
+        points = [(r["step"], r[key]) for r in records if key in r]
+        steps, values = zip(*points)
+        fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers", name=key.split("/")[-1]))
+    if step is not None:
+        fig.add_vline(x=step, line_dash="dot", line_color="#555")
+    fig.update_layout(xaxis_title="step", yaxis_title="student vs teacher (1 = same)",
+                      height=380, hovermode="x unified", font=dict(size=FONT), margin=dict(t=30, l=10, r=10, b=10))
+    return fig
 
 
 def class_sorted_subset(labels: np.ndarray, per_class: int = 1) -> np.ndarray:
@@ -228,51 +424,149 @@ def similarity_matrices(emb: dict, pair: str = "image-text", temperature: float 
     return out
 
 
-def similarity_heatmaps(matrices: dict[str, np.ndarray], tick_labels: Sequence[str] | None = None) -> go.Figure:
-    fig = make_subplots(rows=1, cols=3, subplot_titles=tuple(matrices), horizontal_spacing=0.06)
+def similarity_class_names(emb: dict, per_class: int = 1) -> list[str]:
+    """The class name of each row/column of :func:`similarity_matrices` (for the axes and the hover)."""
+    idx = class_sorted_subset(emb["labels"], per_class)
+    return [str(name) for name in np.asarray(emb["classnames"])[np.asarray(emb["labels"])[idx]]]
+
+
+def similarity_heatmaps(matrices: dict[str, np.ndarray], tick_labels: Sequence[str] | None = None,
+                        value: str = "cosine", pair: str = "image-text") -> go.Figure:
+    """Teacher, student and student − teacher, each with its own titled colourbar beside it.
+
+    Teacher and student share one colour range (so equal colours are equal values); the difference is
+    diverging around 0: red where the student's similarity is higher, blue where the teacher's is.
+    ``tick_labels`` (class names) label the axes and the hover.
+    """
+    names = list(matrices)
+    fig = make_subplots(rows=1, cols=3, subplot_titles=tuple(names), horizontal_spacing=0.12)
     lo = min(matrices["teacher"].min(), matrices["student"].min())
     hi = max(matrices["teacher"].max(), matrices["student"].max())
     diff = np.abs(matrices["student − teacher"]).max() or 1.0
+    rows_name, cols_name = PAIRS.get(pair, ("row", "column"))
+    labels = list(tick_labels) if tick_labels is not None else None
     for col, (name, m) in enumerate(matrices.items(), start=1):
         is_diff = name.startswith("student −")
-        fig.add_trace(go.Heatmap(z=m, zmin=-diff if is_diff else lo, zmax=diff if is_diff else hi,
-                                 colorscale="RdBu" if is_diff else "Viridis", showscale=is_diff or col == 1,
-                                 colorbar=dict(x=1.0 if is_diff else 0.3, len=0.8),
-                                 x=tick_labels, y=tick_labels), row=1, col=col)
+        right_edge = (col / 3) - 0.12 * (3 - col) / 3  # each colourbar just right of its own panel
+        title = "red: student higher<br>blue: teacher higher" if is_diff else ("softmax" if value.startswith("softmax") else value)
+        fig.add_trace(go.Heatmap(
+            z=m, x=labels, y=labels, zmin=-diff if is_diff else lo, zmax=diff if is_diff else hi,
+            colorscale="RdBu_r" if is_diff else "Viridis",
+            colorbar=dict(x=right_edge + 0.005, len=0.85, thickness=12,
+                          title=dict(text=title, side="right" if is_diff else "top")),
+            hovertemplate=f"{rows_name}: %{{y}}<br>{cols_name}: %{{x}}<br>{name}: %{{z:.3f}}<extra></extra>"),
+            row=1, col=col)
         fig.update_yaxes(autorange="reversed", row=1, col=col, showticklabels=False)
-        fig.update_xaxes(showticklabels=False, row=1, col=col)
-    fig.update_layout(height=420, margin=dict(t=40, l=10, r=10, b=10))
+        fig.update_xaxes(showticklabels=False, row=1, col=col, title_text=f"{cols_name}s, by class")
+    fig.update_yaxes(title_text=f"{rows_name}s, by class", row=1, col=1)
+    fig.update_layout(height=400, font=dict(size=FONT), margin=dict(t=60, l=10, r=40, b=10))
     return fig
 
 
-def training_curves(records_by_run: dict[str, list[dict]], key: str) -> go.Figure:
-    """One metric (a loss term, lr, a probe metric) over steps, one line per run."""
+# One colour per run in every chart: a run's colour is its place among all the runs shown anywhere
+# (sorted ids), in a palette of 48 distinct colours.
+RUN_PALETTE = tuple(pcolors.qualitative.Dark24 + pcolors.qualitative.Light24)
+
+
+def run_colours(run_ids: Sequence[str]) -> dict[str, str]:
+    """A stable colour per run id (the same in every chart built from the same list)."""
+    return {run_id: RUN_PALETTE[i % len(RUN_PALETTE)] for i, run_id in enumerate(sorted(set(run_ids)))}
+
+
+def ema(values: Sequence[float], smoothing: float) -> np.ndarray:
+    """TensorBoard's smoothing: an exponential moving average with weight ``smoothing`` (0 = none),
+    debiased so that the first points are not pulled towards zero."""
+    values = np.asarray(values, dtype=np.float64)
+    if smoothing <= 0 or len(values) == 0:
+        return values
+    out, running, weight = np.empty_like(values), 0.0, 0.0
+    for i, v in enumerate(values):
+        running = smoothing * running + (1 - smoothing) * v
+        weight = smoothing * weight + (1 - smoothing)
+        out[i] = running / weight
+    return out
+
+
+CURVE_X = {"step": "step", "wall time": "elapsed_s"}
+
+
+def training_curves(records_by_run: dict[str, list[dict]], key: str, smoothing: float = 0.0, log_y: bool = False,
+                    x: str = "step", colours: dict[str, str] | None = None) -> go.Figure:
+    """One metric (a loss term, lr, a probe metric) over steps or wall-clock seconds, one line per run.
+
+    ``smoothing`` draws the EMA (:func:`ema`) over the raw points (kept faint); ``colours`` (e.g.
+    :func:`run_colours`) keeps each run's colour across charts. Records without ``elapsed_s`` (older
+    runs) are skipped on the wall-time axis.
+    """
+    field = CURVE_X[x]
+    colours = colours or run_colours(list(records_by_run))
     fig = go.Figure()
     for run_id, records in records_by_run.items():
-        points = [(r["step"], r[key]) for r in records if key in r]
-        if points:
-            steps, values = zip(*points)
-            fig.add_trace(go.Scatter(x=steps, y=values, mode="lines+markers" if len(points) < 30 else "lines",
-                                     name=run_id))
-    fig.update_layout(xaxis_title="step", yaxis_title=key, height=380, margin=dict(t=30, l=10, r=10, b=10))
+        points = [(r[field], r[key]) for r in records if key in r and field in r]
+        if not points:
+            continue
+        xs, values = zip(*points)
+        colour = colours.get(run_id)
+        mode = "lines+markers" if len(points) < 30 else "lines"
+        if smoothing > 0:
+            fig.add_trace(go.Scatter(x=xs, y=values, mode="lines", line=dict(color=colour, width=1), opacity=0.3,
+                                     name=f"{run_id} (raw)", legendgroup=run_id, showlegend=False, hoverinfo="skip"))
+            values = ema(values, smoothing)
+        fig.add_trace(go.Scatter(x=xs, y=values, mode=mode, name=run_id, legendgroup=run_id, line=dict(color=colour)))
+    fig.update_layout(xaxis_title="step" if x == "step" else "wall time (s)", yaxis_title=key, height=380,
+                      hovermode="x unified", font=dict(size=FONT), margin=dict(t=30, l=10, r=10, b=10),
+                      legend=dict(orientation="h", y=-0.25))
+    if log_y:
+        fig.update_yaxes(type="log")
     return fig
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Spearman's rank correlation over the pairs where both are numbers (None under three pairs)."""
+    from scipy.stats import spearmanr
+
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None and np.isfinite(x) and np.isfinite(y)]
+    if len(pairs) < 3:
+        return None
+    return float(spearmanr(*zip(*pairs)).statistic)
 
 
 def ablation_bars(rows: Sequence[str], means: Sequence[float], stds: Sequence[float], metric: str = "HM",
-                  reference: float | None = None, reference_name: str = "teacher") -> go.Figure:
-    """Mean ± std per row of a sweep table; an optional reference line (e.g. the teacher)."""
-    fig = go.Figure(go.Bar(x=list(rows), y=list(means), error_y=dict(type="data", array=list(stds)),
-                           marker_color="#4C78A8"))
+                  reference: float | None = None, reference_name: str = "teacher",
+                  n_seeds: Sequence[int] | None = None, paper: Sequence[float | None] | None = None,
+                  paper_metric: str = "paper") -> go.Figure:
+    """Mean ± std per row of a sweep table (error bars only where a row has two seeds or more); an optional
+    reference line (e.g. the teacher); the papers' numbers as diamonds on their own right-hand axis,
+    with Spearman's rank agreement over the rows both have in the title."""
+    n_seeds = list(n_seeds) if n_seeds is not None else [2] * len(rows)
+    errors = [s if n > 1 else 0.0 for s, n in zip(stds, n_seeds)]
+    fig = make_subplots(specs=[[{"secondary_y": paper is not None}]])
+    fig.add_trace(go.Bar(x=list(rows), y=list(means), name=f"lab ({metric})", marker_color="#4C78A8",
+                         error_y=dict(type="data", array=errors, visible=any(n > 1 for n in n_seeds)),
+                         customdata=n_seeds, hovertemplate="%{x}: %{y:.1f} (%{customdata} seeds)<extra></extra>"))
+    title = None
+    if paper is not None:
+        values = [float(v) if v is not None and np.isfinite(float(v)) else None for v in paper]
+        fig.add_trace(go.Scatter(x=list(rows), y=values, mode="markers", name=f"paper ({paper_metric})",
+                                 marker=dict(symbol="diamond", size=14, color="#E45756")), secondary_y=True)
+        fig.update_yaxes(title_text=f"paper: {paper_metric}", secondary_y=True, showgrid=False)
+        rho = spearman(means, values)
+        title = ("rank agreement lab vs paper: too few rows with both" if rho is None else
+                 f"rank agreement lab vs paper: Spearman ρ = {rho:.2f} over "
+                 f"{sum(v is not None for v in values)} rows")
     if reference is not None:
         fig.add_hline(y=reference, line_dash="dash", annotation_text=f"{reference_name} {reference:.1f}")
-    fig.update_layout(yaxis_title=metric, height=420, margin=dict(t=30, l=10, r=10, b=10))
+    fig.update_yaxes(title_text=f"lab: {metric}", secondary_y=False)
+    fig.update_layout(title=title, height=440, font=dict(size=FONT), margin=dict(t=50, l=10, r=10, b=10),
+                      legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
     return fig
 
 
-def grouped_bars(values: dict[str, dict[str, float]], yaxis: str = "%") -> go.Figure:
+def grouped_bars(values: dict[str, dict[str, float]], yaxis: str = "%", title: str | None = None) -> go.Figure:
     """One bar group per inner key (e.g. base, novel, HM, or a style), one colour per outer key (e.g. a model)."""
     fig = go.Figure([go.Bar(name=name, x=list(bars), y=list(bars.values())) for name, bars in values.items()])
-    fig.update_layout(barmode="group", yaxis_title=yaxis, height=420, margin=dict(t=30, l=10, r=10, b=10))
+    fig.update_layout(barmode="group", yaxis_title=yaxis, height=420, title=title, font=dict(size=FONT),
+                      margin=dict(t=50 if title else 30, l=10, r=10, b=10))
     return fig
 
 

@@ -100,9 +100,10 @@ def test_geometry_page_draws_each_projection_and_keeps_it_with_the_run(demo_runs
     slider.set_value(200)
     projection.select(method).run(timeout=600)  # UMAP compiles with numba on first use: slow in a fresh venv
     assert not at.exception
-    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
-    assert [panel["title"] for panel in spec["hconcat"]] == ["teacher", "student (aligned to the teacher)"]
-    tooltip = [t["field"] for t in spec["hconcat"][0]["encoding"]["tooltip"]]
+    teacher, student = (json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")[:2])
+    assert teacher["title"] == "teacher" and student["title"][0] == "student (rotated onto the teacher)"
+    assert student["title"][1].startswith("Procrustes scale")  # the alignment as numbers, not as shrinkage
+    tooltip = [t["field"] for t in teacher["encoding"]["tooltip"]]
     assert tooltip[:2] == ["image", "caption"]  # hover: the item's picture, then its caption
     assert list(demo_runs.glob(f"*/projections/{method}-200-both.npz"))
 

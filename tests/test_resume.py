@@ -21,7 +21,7 @@ STEPS, EVERY = 100, 10
 COMMAND = [sys.executable, "-m", "lab", "distill", "--loss", "crd+fd+icl+mfd", "data.size=256",
            f"train.steps={STEPS}", "train.batch_size=16", "train.warmup=5", "train.log_every=1",
            f"train.checkpoint_every={EVERY}", "eval.per_style=16", "train.threads=1"]
-TIMING = ("images_per_s",)
+TIMING = ("images_per_s", "elapsed_s")
 
 
 def _run(runs_dir: Path, name: str, *extra: str) -> subprocess.Popen:

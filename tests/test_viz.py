@@ -32,13 +32,14 @@ def test_tsne_maps_keep_clusters_and_are_cached(tmp_path):
     teacher = centres[labels] + rng.normal(size=(60, 16))
     student = teacher @ np.linalg.qr(rng.normal(size=(16, 16)))[0]  # the same geometry, rotated
     cache = tmp_path / "maps" / "tsne.npz"
-    t2, s2 = viz.aligned_maps(teacher, student, "tsne", cache)
+    maps = viz.aligned_maps(teacher, student, "tsne", cache)
+    t2, s2 = maps.teacher, maps.student
     assert t2.shape == s2.shape == (60, 2) and cache.is_file()
     within = np.mean([np.linalg.norm(t2[labels == c] - t2[labels == c].mean(0), axis=1).mean() for c in range(3)])
     between = np.linalg.norm(t2[labels == 0].mean(0) - t2[labels == 1].mean(0))
     assert between > 3 * within  # the three clusters stay apart
     again = viz.aligned_maps(np.zeros((60, 16)), np.zeros((60, 16)), "tsne", cache)
-    assert np.array_equal(again[0], t2) and np.array_equal(again[1], s2)  # read back, not recomputed
+    assert np.array_equal(again.teacher, t2) and np.array_equal(again.student, s2)  # read back, not recomputed
     with pytest.raises(ValueError, match="Unknown projection 'mds'"):
         viz.aligned_maps(teacher, student, "mds")
 
@@ -56,3 +57,45 @@ def test_similarity_matrices_by_hand():
     assert np.allclose(m["student − teacher"], 1 - np.eye(2))
     soft = viz.similarity_matrices(emb, "image-text", temperature=1.0)["teacher"]
     assert soft[0, 0] == pytest.approx(np.e / (np.e + 1))
+
+
+def test_a_poorly_aligned_student_is_drawn_at_the_teachers_size_with_its_scale_reported():
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(200, 2)) * [3.0, 1.0]
+    student = 0.02 * teacher @ np.array([[0.0, 1.0], [-1.0, 0.0]]) + 0.01 * rng.normal(size=(200, 2))
+    maps = viz.align(teacher, student)
+    rms = [np.sqrt((m ** 2).sum(axis=1).mean()) for m in (maps.teacher, maps.student)]
+    assert rms == pytest.approx([1.0, 1.0])  # unit RMS radius, not shrunk by the scale
+    assert 40 < maps.scale < 60 and 0 < maps.residual < 0.5  # the student map is 1/50 of the teacher's size
+    assert viz.align(teacher, rng.normal(size=(200, 2))).residual > 0.8  # unrelated maps
+
+
+def test_map_colours_are_shapesworlds_own():
+    def hue(hex_colour):
+        import colorsys
+
+        r, g, b = (int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+        return 360 * colorsys.rgb_to_hsv(r, g, b)[0]
+
+    assert hue(viz.COLOUR_HEX["red"]) < 15 or hue(viz.COLOUR_HEX["red"]) > 345
+    assert 260 < hue(viz.COLOUR_HEX["purple"]) < 300 and 90 < hue(viz.COLOUR_HEX["green"]) < 150
+    assert len(set(viz.SHAPE_MARKERS.values())) == len(viz.SHAPE_MARKERS)  # one marker per shape
+
+
+def test_curve_smoothing_run_colours_and_rank_agreement():
+    assert viz.ema([1.0, 1.0, 1.0], 0.9).tolist() == pytest.approx([1.0, 1.0, 1.0])  # debiased: no pull to 0
+    assert viz.ema([0.0, 10.0], 0.5).tolist() == pytest.approx([0.0, 10 * 0.5 / 0.75])
+    colours = viz.run_colours([f"run{i}" for i in range(30)])
+    assert len(set(colours.values())) == 30 and viz.run_colours(["run3", "run1"])["run1"] == colours["run0"]
+    assert viz.spearman([1, 2, 3, 4], [10, 20, None, 40]) == pytest.approx(1.0)
+    assert viz.spearman([1, 2], [2, 1]) is None
+
+
+def test_neighbourhood_agreement_per_item():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 8))
+    emb = {"teacher_image": x, "student_image": x.copy()}
+    assert viz.neighbourhood_agreement(emb, k=5).tolist() == [1.0] * 40
+    emb["student_image"] = rng.normal(size=(40, 8))
+    assert viz.neighbourhood_agreement(emb, k=5).mean() < 0.5
+    assert 3 not in viz.neighbours_of(emb, 3, "teacher", k=5)

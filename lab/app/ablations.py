@@ -1,31 +1,82 @@
-"""Ablations: the sweep tables with mean ± std, teacher gap closed, and bar charts."""
+"""Ablations as lab vs paper: each sweep row's mean ± std over its seeds beside the paper's number."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from lab import viz
-from lab.app import data
+from lab.app import data, explain
+from lab.grids import GRIDS, SCALES, PromptRow
 
 METRICS = {"HM": "hm", "top-1": "top1", "gap closed %": "gap_closed", "image→text R@1": "retrieval_i2t_r1",
            "CKA (image)": "cka_image", "student (the protocol's metric)": "score", "base": "base", "novel": "novel",
            "student zero-shot": "student_zeroshot"}
 
 
+def grid_of(table_name: str) -> str:
+    """The grid a table was written for (its name without the budget prefix)."""
+    for scale in SCALES:
+        if scale != "full" and table_name.startswith(f"{scale}-"):
+            return table_name[len(scale) + 1:]
+    return table_name
+
+
+def protocols_of(table_name: str, table: pd.DataFrame) -> pd.Series | None:
+    """Each row's protocol in a prompt-distillation grid (None for CLIP grids)."""
+    rows = GRIDS.get(grid_of(table_name), [])
+    if not rows or not isinstance(rows[0], PromptRow):
+        return None
+    by_label = {r.label: next((s.split("=", 1)[1] for s in r.settings if s.startswith("protocol=")), "base2novel")
+                for r in rows}
+    return table["row"].map(by_label).fillna("other")
+
+
+def n_seeds(table: pd.DataFrame) -> pd.Series:
+    return table["seeds"].fillna("").astype(str).str.split().str.len()
+
+
+def lab_vs_paper(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The table with its lab-vs-paper columns first: row, n seeds, mean ± std ("—" for one seed), paper, source."""
+    seeds = n_seeds(table)
+    cell = [f"{m:.1f} ± —" if n < 2 else f"{m:.1f} ± {s:.1f}"
+            for m, s, n in zip(table[f"{column}_mean"], table[f"{column}_std"], seeds)]
+    first = pd.DataFrame({"row": table["row"], "n seeds": seeds, "lab (mean ± std)": cell,
+                          "paper": table.get("paper"), "paper source": table.get("paper_source")})
+    rest = table.drop(columns=[c for c in ("row", "paper", "paper_source") if c in table])
+    return pd.concat([first, rest.round(3)], axis=1)
+
+
 def page() -> None:
     st.title("Ablations")
-    tables = data.sweep_tables()
+    explain.intro("ablations")
+    tables, problems = data.sweep_tables()
+    for problem in problems:
+        st.warning(problem)
     if not tables:
         st.info(f"No sweep tables in `{data.runs_dir()}/_tables` yet. Make one with "
                 f"`python -m lab sweep --grid clipkd --seeds 3` (or `make demo` for one seed of every grid at the demo budget).")
         return
+    data.keep_known("sweep_table", list(tables))
     name = st.sidebar.selectbox("Sweep", list(tables), key="sweep_table")
     table = tables[name]
-    label = st.selectbox("Metric", [m for m, column in METRICS.items() if f"{column}_mean" in table])
+    if name.startswith(("fast-", "demo-")):
+        st.warning(f"This table was made at {explain.BUDGET_WORDS[name.split('-', 1)[0]]}.", icon="⚠️")
+    protocols = protocols_of(name, table)
+    left, right = st.columns(2)
+    if protocols is not None:  # one protocol at a time: each has its own headline metric
+        protocol = right.selectbox("Protocol", sorted(protocols.unique()), key="ablation_protocol")
+        table = table[protocols == protocol].reset_index(drop=True)
+    label = left.selectbox("Metric", [m for m, column in METRICS.items() if f"{column}_mean" in table],
+                           key="ablation_metric")
     column = METRICS[label]
-    st.plotly_chart(viz.ablation_bars(table["row"], table[f"{column}_mean"], table[f"{column}_std"], label),
-                    width="stretch")
-    st.dataframe(table, hide_index=True, width="stretch")
-    st.caption("Lab numbers on ShapesWorld, mean ± std over the seeds listed, last step. The `paper` column is "
-               "the authors' published number for the nearest row (its source in `paper_source`), measured on "
-               "real data with real CLIP models: a reference for the ordering, not comparable in absolute terms.")
+    seeds = n_seeds(table)
+    paper = table["paper"] if "paper" in table and table["paper"].notna().any() else None
+    st.plotly_chart(viz.ablation_bars(table["row"], table[f"{column}_mean"], table[f"{column}_std"], label,
+                                      n_seeds=seeds, paper=None if paper is None else paper.tolist(),
+                                      paper_metric="the paper's metric (see source)"), width="stretch")
+    st.dataframe(lab_vs_paper(table, column), hide_index=True, width="stretch")
+    st.caption("Lab numbers on ShapesWorld, mean ± std over each row's seeds (— when there is one seed), last step. "
+               "The `paper` column is the authors' published number for the nearest row (its source beside it), "
+               "measured on real data with real CLIP models: drawn on its own axis (diamonds), a reference for the "
+               "ordering (Spearman ρ above the chart), not comparable in absolute terms.")

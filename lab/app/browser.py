@@ -184,6 +184,35 @@ def slide_to_end(tab, label: str) -> None:
     _wait_until_idle(tab)
 
 
+POINT_CENTRES = """el => Array.from(el.querySelectorAll('g.mark-symbol.role-mark path')).map(p => {
+    const r = p.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })"""
+LEGEND_FILL = """(el, label) => {
+    for (const text of el.querySelectorAll('g.role-legend text')) {
+        if (text.textContent.trim() !== label) continue;
+        const entry = text.closest('g.role-scope') || text.parentElement;
+        const symbol = entry.querySelector('path');
+        if (symbol) return getComputedStyle(symbol).fill || symbol.getAttribute('fill');
+    }
+    return null; }"""
+
+
+def point_centres(chart) -> list[tuple[float, float]]:
+    """Screen positions of the point marks of an SVG-rendered Vega chart (``chart``: a locator)."""
+    return [tuple(p) for p in chart.evaluate(POINT_CENTRES)]
+
+
+def legend_fill(chart, label: str) -> str | None:
+    """The fill colour (``rgb(r, g, b)``) of the legend symbol labelled ``label`` in an SVG Vega chart."""
+    return chart.evaluate(LEGEND_FILL, label)
+
+
+def fully_visible(tab, locator) -> bool:
+    """Whether the element lies wholly inside the browser's viewport (no scrolling needed to see it)."""
+    box, view = locator.bounding_box(), tab.viewport_size
+    return (box is not None and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= view["width"] + 1
+            and box["y"] + box["height"] <= view["height"] + 1)
+
+
 def screenshots(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """A PNG of every dashboard page over ``runs_dir`` (plus the Geometry page with a tooltip), in ``out_dir``."""
     out = Path(out_dir)

@@ -1,27 +1,58 @@
-"""Training curves: every logged loss term and metric over steps, several runs overlaid."""
+"""Training curves: every logged loss term and metric over steps or wall time, several runs overlaid.
+
+A run keeps one colour in every chart (:func:`lab.viz.run_colours` over all the directory's runs);
+the chosen curves, smoothing, log-y and x axis are remembered across page switches. Runs still
+training (or stopped) are listed too and flagged, so the run in progress can be followed.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from lab import viz
-from lab.app import data
+from lab.app import data, explain
+from lab.runs import list_runs
+
+DEFAULT_KEYS = ("task", "eval/hm")  # the task term is comparable across objectives; the total loss is not
 
 
 def page() -> None:
     st.title("Training curves")
-    found = [r for r in data.finished_runs() if r.kind in ("pretrain", "distill")]
+    explain.intro("curves")
+    if data.runs_dir_missing():
+        return
+    every = [r for r in list_runs(data.runs_dir()) if r.ok and r.kind in ("pretrain", "distill")]
+    found = [r for r in every if data.metrics(r)]
     if not found:
         data.no_runs_message()
         return
     ids = [r.run_id for r in found]
-    data.keep_known("curve_runs", ids, default=ids[:2])
+    in_progress = [r.run_id for r in found if r.summary is None]
+    data.keep_known("curve_runs", ids, default=(in_progress[-1:] or []) + [i for i in ids if i not in in_progress][:2])
     chosen = st.sidebar.multiselect("Runs", ids, key="curve_runs")
-    records = {r.run_id: data.metrics(r) for r in found if r.run_id in chosen}
-    keys = sorted({k for rs in records.values() for r in rs for k in r if k != "step"})
+    shown = [r for r in found if r.run_id in chosen]
+    explain.budget_banner(shown)
+    for run in shown:
+        reason = data.incomplete_reason(run)
+        if reason:
+            st.warning(f"**{run.run_id}** is incomplete: {reason}; its curves stop at the last whole record.")
+    records = {r.run_id: data.metrics(r) for r in shown}
+    keys = sorted({k for rs in records.values() for r in rs for k in r if k not in ("step", "elapsed_s")})
     if not keys:
         st.info("Pick at least one run in the sidebar.")
         return
-    default = [k for k in ("loss", "eval/hm") if k in keys] or keys[:1]
-    for key in st.multiselect("Curves", keys, default=default):
-        st.plotly_chart(viz.training_curves(records, key), width="stretch")
+    data.keep_known("curve_keys", keys, default=[k for k in DEFAULT_KEYS if k in keys] or keys[:1])
+    st.session_state.setdefault("curve_smoothing", 0.0)
+    st.session_state.setdefault("curve_log_y", False)
+    st.session_state.setdefault("curve_x", "step")
+    pick, smooth, log_col, x_col = st.columns([3, 2, 1, 1])
+    chosen_keys = pick.multiselect("Curves", keys, key="curve_keys")
+    smoothing = smooth.slider("Smoothing (EMA weight)", 0.0, 0.99, step=0.01, key="curve_smoothing")
+    log_y = log_col.checkbox("log y", key="curve_log_y")
+    x = x_col.radio("x axis", tuple(viz.CURVE_X), key="curve_x")
+    colours = viz.run_colours([r.run_id for r in every])
+    for key in chosen_keys:
+        st.plotly_chart(viz.training_curves(records, key, smoothing, log_y, x, colours), width="stretch")
+    if x == "wall time":
+        st.caption("Wall time is the seconds since training (re)started, logged with each record; runs logged "
+                   "before the lab recorded it have no wall-time points.")

@@ -1,17 +1,26 @@
 """Overview page: every run in the chosen directory, filterable, its key metrics, links into the other
-pages, and broken runs with their problems."""
+pages, broken runs with their problems, and the progress of a ``make demo`` training behind the dashboard."""
 
 from __future__ import annotations
+
+import time
 
 import pandas as pd
 import streamlit as st
 
 from lab import runs
-from lab.app import data, pages
+from lab.app import data, explain, pages
 from lab.app.protocols import protocol_of
+from lab.demo import read_progress
 
-KEY_METRICS = ("top1", "base", "novel", "hm", "retrieval/i2t_r1", "retrieval/t2i_r1", "teacher/hm",
-               "params", "wall_time_s")
+# Shown first, so that at 1500 px the headline numbers are on screen without scrolling.
+KEY_METRICS = ("hm", "teacher/hm", "top1", "base", "novel", "retrieval/i2t_r1", "retrieval/t2i_r1",
+               "wall_time_s", "params")
+LABELS = {"hm": "HM", "teacher/hm": "teacher HM", "top1": "top-1", "base": "base", "novel": "novel",
+          "retrieval/i2t_r1": "image→text R@1", "retrieval/t2i_r1": "text→image R@1", "wall_time_s": "wall time",
+          "params": "parameters"}
+FORMATS = {"wall_time_s": "%.0f s", "params": "compact"}
+REFRESH_S = 5  # while a demo trains, the Overview rereads the runs this often
 
 
 def runs_table(found: list[runs.Run]) -> pd.DataFrame:
@@ -23,11 +32,15 @@ def runs_table(found: list[runs.Run]) -> pd.DataFrame:
         objective = run.summary.get("formula", "L = task")
         if run.kind == "promptkd":
             objective = f"{cfg.get('method')}, {cfg.get('protocol', 'base2novel')} protocol"
-        row = {"run": run.run_id, "kind": run.kind, "model": cfg.get("model") or cfg.get("student", ""),
-               "objective": objective, "seed": run.config.get("seed")}
-        row.update({k: run.summary.get(k) for k in KEY_METRICS})
+        row = {"run": run.run_id, **{k: run.summary.get(k) for k in KEY_METRICS}, "objective": objective,
+               "kind": run.kind, "budget": explain.budget_of(run),
+               "model": cfg.get("model") or cfg.get("student", ""), "seed": run.config.get("seed")}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def column_config() -> dict:
+    return {k: st.column_config.NumberColumn(LABELS[k], format=FORMATS.get(k, "%.1f")) for k in KEY_METRICS}
 
 
 def filtered(table: pd.DataFrame) -> pd.DataFrame:
@@ -50,7 +63,7 @@ def links(run: runs.Run) -> None:
     if run.kind in ("pretrain", "distill"):
         targets.append(("curves", {"curve_runs": [run.run_id]}))
     if run.kind == "promptkd":
-        targets.append(("protocols", {"protocol": protocol_of(run), "protocol_run": run.run_id}))
+        targets.append(("protocols", {"protocol": protocol_of(run), "protocol_open": run.run_id}))
     if not targets:
         st.caption(f"{run.run_id} has no embeddings or curves to show.")
         return
@@ -59,17 +72,38 @@ def links(run: runs.Run) -> None:
             pages.open_with(url_path, **state)
 
 
-def page() -> None:
-    st.title("Runs")
+def demo_progress() -> bool:
+    """The progress of ``make demo``'s training, if one is running; returns whether it is."""
+    progress = read_progress(data.runs_dir())
+    if not progress or progress.get("finished"):
+        return False
+    done, total = progress["done"], progress["total"]
+    eta = progress.get("eta_s")
+    eta_text = f"about {eta / 60:.0f} min left" if eta else "ETA after the first run finishes"
+    st.progress(done / max(total, 1), text=f"Demo training: {done} of {total} runs done; training "
+                                           f"`{progress.get('current')}` now; {eta_text}. Finished runs appear "
+                                           f"below as they are written (this page refreshes every {REFRESH_S} s).")
+    stale = time.time() - progress.get("updated", 0)
+    if stale > 3600:
+        st.caption(f"(The progress file was last updated {stale / 3600:.1f} h ago; the training may have stopped.)")
+    return True
+
+
+def runs_section() -> None:
     found = runs.list_runs(data.runs_dir())
+    training = demo_progress()
     if not found:
-        data.no_runs_message()
+        if not training:
+            data.no_runs_message()
         return
+    complete = [r for r in found if r.complete]
+    explain.budget_banner(complete)
     table = runs_table(found)
     if not table.empty:
         shown = filtered(table)
-        st.dataframe(shown, hide_index=True, width="stretch")
-        st.caption(f"{len(shown)} of {len(table)} finished runs.")
+        st.dataframe(shown, hide_index=True, width="stretch", column_config=column_config())
+        st.caption(f"{len(shown)} of {len(table)} finished runs. HM, top-1, base, novel: zero-shot accuracy (%) on "
+                   f"the plain-style test set; R@1: retrieval recall (%); higher is better.")
         run_id = st.selectbox("Open a run in the other pages", list(shown["run"]), index=None,
                               placeholder="pick a run", key="overview_open")
         if run_id is not None:
@@ -80,3 +114,15 @@ def page() -> None:
     for run in found:
         if not run.ok:
             st.warning(f"**{run.run_id}** cannot be shown: {'; '.join(run.problems)}.")
+
+
+def page() -> None:
+    st.title("Runs")
+    explain.intro("overview")
+    if data.runs_dir_missing():
+        return
+    progress = read_progress(data.runs_dir())
+    if progress and not progress.get("finished"):
+        st.fragment(runs_section, run_every=REFRESH_S)()
+    else:
+        runs_section()

@@ -18,8 +18,11 @@ TITLES = {
 # Widgets whose values survive a visit to another page (Streamlit forgets a widget's value once a
 # run does not draw it): the run pickers and the views' settings.
 REMEMBERED = ("geometry_run", "geometry_projection", "geometry_colour", "geometry_items", "geometry_texts",
+              "geometry_search", "geometry_isolate", "geometry_item", "geometry_step",
               "similarity_run", "similarity_pair", "similarity_softmax", "similarity_temperature",
-              "curve_runs", "sweep_table", "protocol", "protocol_run")
+              "curve_runs", "curve_keys", "curve_smoothing", "curve_log_y", "curve_x",
+              "sweep_table", "ablation_metric", "ablation_protocol", "protocol",
+              "protocol_run_base2novel", "protocol_run_cross", "protocol_run_domain")
 
 
 def remember_widgets() -> None:

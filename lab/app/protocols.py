@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from lab import runs, viz
-from lab.app import data
+from lab.app import data, explain
 from lab.data.shapes import STYLES
 
 MODELS = {"teacher_zeroshot": "teacher zero-shot", "teacher": "tuned teacher",
@@ -37,21 +37,37 @@ def model_scores(run: runs.Run, protocol: str) -> dict[str, dict[str, float]]:
     return {label: {k: run.summary.get(f"{who}/{k}") for k in HEADLINES[protocol]} for who, label in MODELS.items()}
 
 
+def pick_protocol_run(chosen: list[runs.Run], protocol: str) -> runs.Run:
+    """The sidebar's run among ``protocol``'s runs: one picker per protocol, so that it can never show another
+    protocol's run; ``protocol_open`` (set once by the Overview's links) preselects it."""
+    ids = [r.run_id for r in chosen]
+    key = f"protocol_run_{protocol}"
+    opened = st.session_state.pop("protocol_open", None)
+    if opened in ids:
+        st.session_state[key] = opened
+    data.keep_known(key, ids, default=ids[0])
+    run_id = st.sidebar.selectbox("Run", ids, key=key)
+    return chosen[ids.index(run_id)]
+
+
 def page() -> None:
     st.title("Protocols")
+    explain.intro("protocols")
     found = [r for r in data.finished_runs() if r.kind == "promptkd"]
     if not found:
         st.info(f"No prompt-distillation runs in `{data.runs_dir()}` yet. Make them with "
                 f"`python -m lab sweep --grid comkd --scale demo` (or `make demo`).")
         return
+    explain.budget_banner(found)
     protocols = sorted({protocol_of(r) for r in found})
     data.keep_known("protocol", protocols)
     protocol = st.sidebar.selectbox("Protocol", protocols, key="protocol")
     chosen = [r for r in found if protocol_of(r) == protocol]
     st.dataframe(runs_table(chosen, protocol), hide_index=True, width="stretch")
-    run = data.pick_run(chosen, key="protocol_run")
+    run = pick_protocol_run(chosen, protocol)
     st.caption(run.summary.get("protocol", protocol))
-    st.plotly_chart(viz.grouped_bars(model_scores(run, protocol), yaxis="top-1 / HM (%)"), width="stretch")
+    st.plotly_chart(viz.grouped_bars(model_scores(run, protocol), yaxis="top-1 / HM (%)",
+                                     title=f"{run.run_id} ({protocol})"), width="stretch")
     if protocol == "domain":
         st.caption(f"Tuned and distilled on the {run.config['config'].get('source_style', 'plain')} style; "
                    f"the other styles are domains neither model was adapted to.")

@@ -44,19 +44,23 @@ def similarity_correlation(s_teacher, s_student) -> float:
     return (a @ b / (a.norm() * b.norm())).item()
 
 
+def nearest_neighbours(x, k: int) -> torch.Tensor:
+    """(N, k) indices of each row's k nearest other rows by cosine, nearest first."""
+    sim = similarity_matrix(x, x)
+    sim.fill_diagonal_(-float("inf"))
+    return sim.topk(min(k, sim.shape[0] - 1), dim=1).indices
+
+
+def knn_overlap_per_item(a, b, k: int = 10) -> torch.Tensor:
+    """Per item i: the fraction of its k nearest neighbours (cosine, self excluded) shared by both spaces."""
+    na, nb = nearest_neighbours(a, k), nearest_neighbours(b, k)
+    shared = (na.unsqueeze(2) == nb.unsqueeze(1)).any(dim=2).sum(dim=1)
+    return shared.double() / na.shape[1]
+
+
 def knn_overlap(a, b, k: int = 10) -> float:
     """Mean fraction of each item's k nearest neighbours (cosine, self excluded) shared by both spaces."""
-    n = _t(a).shape[0]
-    k = min(k, n - 1)
-
-    def neighbours(x):
-        sim = similarity_matrix(x, x)
-        sim.fill_diagonal_(-float("inf"))
-        return sim.topk(k, dim=1).indices
-
-    na, nb = neighbours(a), neighbours(b)
-    shared = (na.unsqueeze(2) == nb.unsqueeze(1)).any(dim=2).sum(dim=1)
-    return (shared.double() / k).mean().item()
+    return knn_overlap_per_item(a, b, k).mean().item()
 
 
 def alignment(x, y, alpha: float = 2.0) -> float:
