@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default="shipped", help="reference teacher for geometry metrics, or 'none'")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="eval config overrides, e.g. per_style=256")
+    p.add_argument("--benchmark", action="append", default=[], metavar="SPEC",
+                   help="real data instead of ShapesWorld (repeatable): classify:FOLDER, classify:SPLIT.json:IMAGE_ROOT "
+                        "or retrieval:FILE.json; clip_benchmark's metrics and JSON records")
+    p.add_argument("--classnames", default="", help="classify:FOLDER: one class name per line, in folder order")
+    p.add_argument("--templates", default="openai", help="prompt templates: openai (ImageNet's 80), simple or lab")
+    p.add_argument("--split", default="test", help="split of a CoOp split file or a Karpathy retrieval file")
+    p.add_argument("--output", default="", help="also write the benchmark records to this JSON file")
 
     p = sub.add_parser("sweep", help="train a named ablation grid over seeds (resumable) and write its tables")
     p.add_argument("--grid", required=True, help="clipkd, cliprd, core, comkd or promptkd-vs-comkd")
@@ -88,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard", action="store_true",
                    help="time switching the dashboard's pages and runs in headless Chromium (runs of 5,120 "
                         "embedded items), instead")
+    p.add_argument("--cache-key", action="store_true",
+                   help="time computing the teacher cache's content key on the default 8,192 pairs (and as a CSV)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("cost", help="teacher vs student parameters, FLOPs, latency and throughput beside each "
@@ -220,6 +229,18 @@ def _cmd_eval(args) -> int:
     # eval takes the trainers' form (eval.per_style=64) and the short one (per_style=64)
     cfg = apply_overrides(EvalConfig(), [o.removeprefix("eval.") for o in args.overrides])
     clip = zoo.load(args.model)
+    if args.benchmark:
+        from lab.eval.benchmarks import run_benchmark
+
+        records = [run_benchmark(clip, spec, args.classnames, args.templates, args.split) for spec in args.benchmark]
+        if args.output:
+            from lab.runs import atomic_write_json
+
+            atomic_write_json(Path(args.output), records)
+        print(json.dumps(records, indent=2) if args.json else "\n".join(
+            f"{r['dataset']} ({r['task']}): " + "  ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
+            for r in records))
+        return 0
     teacher = None
     if args.teacher != "none":
         teacher = zoo.shipped_teacher() if args.teacher == "shipped" else zoo.load(args.teacher)
@@ -264,6 +285,13 @@ def _cmd_bench(args) -> int:
                               "loss_scaling": [{**vars(c), "ratio": c.ratio} for c in scaling]}, indent=2))
         else:
             print(format_scaling(scaling, items_per_s, machine_description()))
+        return 0
+    if args.cache_key:
+        from lab.bench_cache import cache_key_times, format_key_times
+
+        times = cache_key_times(args.rounds, progress)
+        print(json.dumps({"device": machine_description(), "cache_key": times}, indent=2) if args.json
+              else format_key_times(times, machine_description()))
         return 0
     if args.dashboard:
         from lab.bench_dashboard import dashboard_times, format_times

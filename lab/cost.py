@@ -300,7 +300,10 @@ def cost_table(runs_dir: str | Path = "runs", teacher: str = "shipped", device: 
     dev = resolve_device(device)
     teacher_clip = load_teacher(teacher, str(dev))
     students = student_runs(runs_dir, teacher_clip.arch)
-    left_out = [f"{run.run_id} ({'; '.join(run.problems)})" for run in runs.list_runs(runs_dir) if not run.ok]
+    found, listed = runs.list_runs(runs_dir), {run.run_id for run, _ in students}
+    left_out = [f"{run.run_id} ({'; '.join(run.problems)})" for run in found if not run.ok]
+    left_out += [f"{run.run_id} (its checkpoint cannot be read)" for run in found if run.complete
+                 and run.kind in STUDENT_KINDS and run.run_id not in listed and _run_arch(run) is None]
     for line in left_out:
         progress(f"warning: left out broken run {line}")
     if not students:

@@ -80,3 +80,16 @@ def test_key_follows_shapes_contents_and_preprocessing_but_not_workers(teacher):
     assert content_key(teacher, build_pairs(other), to_dict(other))[0] != key
     student = zoo.load("shapes-student")
     assert content_key(student, data, to_dict(cfg))[0] != key
+
+
+def test_bench_cache_key_times_both_kinds_of_data(capsys, monkeypatch):
+    import json
+
+    from lab.cli import main
+    from lab.train.presets import PRESETS
+
+    monkeypatch.setitem(PRESETS["student"], "data.size", 64)  # the benchmark's own run uses the 8,192 pairs
+    assert main(["bench", "--cache-key", "--rounds", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["cache_key"]
+    assert [r["data"] for r in rows] == ["shapes (default data)", "CSV of PNG files"]
+    assert all(r["pairs"] == 64 and r["key_s"] > 0 and r["dataset_side_s"] > 0 for r in rows)
