@@ -34,6 +34,7 @@ class EvalConfig:
     geometry_k: int = 10
     probe_per_style: int = 256  # every train.eval_every steps: a small subset scored (lab.eval.probe)
     snapshot_items: int = 256  # ... and this many plain items' embeddings stored in snapshots.npz
+    benchmarks: str = ""  # real data, after training: specs joined by ';' (lab.eval.benchmarks), into summary.json
 
 
 def evaluation_set(cfg: EvalConfig, image_size: int = 32) -> Batch:

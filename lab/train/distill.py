@@ -19,12 +19,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lab import runs
 from lab.config import apply_overrides, to_dict
 from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
 from lab.data.shards import DamageReport, ShardStream, check_resume
 from lab.data.shapes import PROMPT_TEMPLATES, label_space
 from lab.errors import LabError
 from lab.eval.probe import Probe
+from lab.eval.benchmarks import benchmark_specs, run_benchmark, summary_metrics
 from lab.eval.suite import EvalConfig, encode_texts, evaluate
 from lab.losses.functional import clip_loss, masked_encode_image
 from lab.losses.objective import Embeddings, Objective
@@ -149,6 +151,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     """
     _check_choice("teacher_mode", cfg.teacher_mode, TEACHER_MODES)
     _check_choice("mfd_input", cfg.mfd_input, MFD_INPUTS)
+    benchmarks = benchmark_specs(cfg.eval.benchmarks)
     device, ctx = start_processes(cfg.train)
     seed_everything(cfg.train.seed)
     teacher = load_teacher(cfg.teacher, str(device))
@@ -223,6 +226,10 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     if cfg.eval.per_style:
         metrics, arrays = evaluate(student, cfg.eval, teacher=teacher, projection=objective.projection)
         writer.save_embeddings(arrays)
+    if benchmarks:  # real data: clip_benchmark's metrics, as benchmark/<dataset>/<metric>
+        records = [run_benchmark(student, spec) for spec in benchmarks]
+        runs.atomic_write_json(writer.path / "benchmarks.json", records)
+        metrics.update(summary_metrics(records))
     logger.close(metrics)
     writer.finish({
         **metrics, **damaged, "formula": objective.formula(), "params": student.num_parameters(),

@@ -1,0 +1,194 @@
+"""Benchmark evaluation on real data, in clip_benchmark's metric definitions and output format.
+
+``python -m lab eval MODEL --benchmark SPEC`` with SPEC one of
+
+* ``classify:FOLDER`` — a class-folder dataset (``FOLDER/<class>/<image>``; ``--classnames FILE``
+  gives one readable name per line, in sorted folder order);
+* ``classify:SPLIT.json:IMAGE_ROOT`` — a CoOp split file (its ``--split``, default ``test``);
+* ``retrieval:FILE.json`` — an image–caption set with several captions per image, COCO/Flickr
+  style: a list of ``{"image": path, "captions": [...]}`` or Karpathy's ``{"images": [{"filename",
+  "sentences": [{"raw"}], "split"}]}`` (paths relative to the file).
+
+Zero-shot classification uses the OpenAI prompt templates (ImageNet's 80, ``--templates openai``;
+``simple`` for open_clip's 7, or ``lab`` for ShapesWorld's) and reports clip_benchmark's
+``acc1``, ``acc5`` and ``mean_per_class_recall`` (balanced accuracy). Retrieval reports
+``image_retrieval_recall@K`` (text → image: a caption's image among the K nearest images) and
+``text_retrieval_recall@K`` (image → text: any of the image's captions among its K nearest
+captions) for K = 1, 5, 10. Numbers are fractions in [0, 1], as clip_benchmark writes them, in its
+JSON record ``{"dataset", "model", "pretrained", "task", "metrics", "language"}``.
+clip_benchmark itself is not a dependency (its package pulls in pycocoevalcap and transformers for
+captioning); the tests compare with it where it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lab.data.files import class_folder, load_image, split_file
+from lab.errors import LabError
+from lab.eval.suite import encode_images
+from lab.eval.zeroshot import class_embeddings
+
+TEMPLATE_SETS = ("openai", "simple", "lab")
+RECALL_K = (1, 5, 10)
+
+
+def templates(name: str) -> list[str]:
+    """Prompt templates as format strings with one ``{}`` for the class name."""
+    if name == "lab":
+        from lab.data.shapes import PROMPT_TEMPLATES
+
+        return list(PROMPT_TEMPLATES)
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+    chosen = {"openai": OPENAI_IMAGENET_TEMPLATES, "simple": SIMPLE_IMAGENET_TEMPLATES}.get(name)
+    if chosen is None:
+        raise LabError(f"Unknown --templates '{name}'; choose one of: {', '.join(TEMPLATE_SETS)}.")
+    return [t("{}") for t in chosen]
+
+
+# --------------------------------------------------------------------------- the metrics
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """clip_benchmark's zero-shot metrics: top-1, top-5 (when there are 5 classes) and mean per-class recall."""
+    labels = torch.as_tensor(labels)
+    ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    hits = ranked == labels[:, None]
+    metrics = {"acc1": hits[:, 0].float().mean().item()}
+    if logits.shape[1] >= 5:
+        metrics["acc5"] = hits.any(dim=1).float().mean().item()
+    predicted = ranked[:, 0]
+    recalls = [(predicted[labels == c] == c).float().mean().item() for c in labels.unique().tolist()]
+    metrics["mean_per_class_recall"] = float(np.mean(recalls))
+    return metrics
+
+
+def retrieval_metrics(image_feats: torch.Tensor, text_feats: torch.Tensor, text_image: torch.Tensor,
+                      ks=RECALL_K) -> dict[str, float]:
+    """Recall@K both ways; ``text_image[t]`` is the index of caption t's image (several captions per image)."""
+    scores = text_feats.float() @ image_feats.float().T  # (texts, images)
+    positive = torch.zeros_like(scores, dtype=torch.bool)
+    positive[torch.arange(len(text_image)), text_image] = True
+    metrics = {}
+    for k in ks:
+        k_images, k_texts = min(k, scores.shape[1]), min(k, scores.shape[0])
+        top_images = scores.topk(k_images, dim=1).indices  # per caption
+        metrics[f"image_retrieval_recall@{k}"] = positive.gather(1, top_images).any(dim=1).float().mean().item()
+        top_texts = scores.T.topk(k_texts, dim=1).indices  # per image
+        metrics[f"text_retrieval_recall@{k}"] = positive.T.gather(1, top_texts).any(dim=1).float().mean().item()
+    return metrics
+
+
+# --------------------------------------------------------------------------- datasets and runs
+
+
+@dataclass
+class RetrievalSet:
+    paths: list[Path]
+    captions: list[str]
+    text_image: list[int]
+
+
+def retrieval_set(path: str | Path, split: str = "test") -> RetrievalSet:
+    """An image–caption file with several captions per image (see the module docstring)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise LabError(f"Retrieval file {path} does not exist; check the path.") from err
+    except json.JSONDecodeError as err:
+        raise LabError(f"Retrieval file {path} is not valid JSON ({err.msg} at line {err.lineno}).") from err
+    if isinstance(data, dict) and "images" in data:  # Karpathy's dataset_coco.json / dataset_flickr30k.json
+        items = [{"image": str(Path(i.get("filepath", "")) / i["filename"]), "captions": [s["raw"] for s in i["sentences"]]}
+                 for i in data["images"] if i.get("split", split) == split]
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise LabError(f"Retrieval file {path} must be a list of {{\"image\", \"captions\"}} or Karpathy's "
+                       f"{{\"images\": [...]}} layout.")
+    paths, captions, text_image = [], [], []
+    for i, item in enumerate(items):
+        if not item.get("captions"):
+            raise LabError(f"Item {i} of {path} ({item.get('image')}) has no captions; add some or remove it.")
+        paths.append(path.parent / item["image"])
+        captions += list(item["captions"])
+        text_image += [i] * len(item["captions"])
+    if not paths:
+        raise LabError(f"Retrieval file {path} holds no images (split '{split}'); check the file.")
+    return RetrievalSet(paths, captions, text_image)
+
+
+@torch.no_grad()
+def encode_captions(clip, captions: list[str], batch_size: int = 512) -> torch.Tensor:
+    clip.model.eval()
+    feats = [clip.model.encode_text(clip.tokenize(captions[i:i + batch_size])).float().cpu()
+             for i in range(0, len(captions), batch_size)]
+    return F.normalize(torch.cat(feats), dim=-1)
+
+
+def _load_images(paths, image_size: int) -> np.ndarray:
+    return np.stack([load_image(p, image_size) for p in paths])
+
+
+def parse_spec(spec: str) -> tuple[str, list[str]]:
+    task, _, rest = spec.partition(":")
+    if task not in ("classify", "retrieval") or not rest:
+        raise LabError(f"--benchmark {spec!r} must be classify:FOLDER, classify:SPLIT.json:IMAGE_ROOT or "
+                       f"retrieval:FILE.json.")
+    return task, rest.split(":")
+
+
+def run_benchmark(clip, spec: str, classnames_file: str = "", template_set: str = "openai", split: str = "test",
+                  batch_size: int = 256) -> dict:
+    """One benchmark: clip_benchmark's JSON record (``metrics`` holds the numbers)."""
+    task, parts = parse_spec(spec)
+    if task == "classify":
+        if len(parts) == 1:
+            names = None
+            if classnames_file:
+                lines = [line.strip() for line in Path(classnames_file).read_text().splitlines() if line.strip()]
+                folders = sorted(d.name for d in Path(parts[0]).iterdir() if d.is_dir()) if Path(parts[0]).is_dir() else []
+                if len(lines) != len(folders):
+                    raise LabError(f"{classnames_file} names {len(lines)} classes but {parts[0]} has {len(folders)} "
+                                   f"class folders; give one name per folder, in sorted folder order.")
+                names = dict(zip(folders, lines))
+            data = class_folder(parts[0], clip.image_size, names)
+        else:
+            data = split_file(parts[0], parts[1], split, clip.image_size)
+        images = encode_images(clip, _load_images(data.paths, clip.image_size), batch_size)
+        weights = class_embeddings(lambda texts: encode_captions(clip, texts, batch_size), data.classnames,
+                                   templates(template_set))
+        metrics = classification_metrics(images @ weights.T, torch.as_tensor(data.labels))
+        record_task, dataset = "zeroshot_classification", parts[0]
+    else:
+        data = retrieval_set(parts[0], split)
+        images = encode_images(clip, _load_images(data.paths, clip.image_size), batch_size)
+        metrics = retrieval_metrics(images, encode_captions(clip, data.captions, batch_size),
+                                    torch.as_tensor(data.text_image))
+        record_task, dataset = "zeroshot_retrieval", parts[0]
+    arch, _, pretrained = clip.source.partition(":")
+    return {"dataset": Path(dataset).stem, "model": clip.arch, "pretrained": pretrained or clip.source,
+            "task": record_task, "metrics": metrics, "language": "en"}
+
+
+def summary_metrics(records: list[dict]) -> dict[str, float]:
+    """``benchmark/<dataset>/<metric>`` keys for a run's summary.json."""
+    return {f"benchmark/{r['dataset']}/{k}": v for r in records for k, v in r["metrics"].items()}
+
+
+def benchmark_specs(text: str) -> list[str]:
+    """``eval.benchmarks`` (specs joined by ``;``), each checked to exist before any training."""
+    specs = [s.strip() for s in text.split(";") if s.strip()]
+    for spec in specs:
+        _, parts = parse_spec(spec)
+        for part in parts:
+            if not Path(part).exists():
+                raise LabError(f"eval.benchmarks names {part}, which does not exist; fix the path in {spec!r}.")
+    return specs
