@@ -73,9 +73,12 @@ GRIDS: dict[str, list] = {
                Row("CLIP-KD +GD", "crd+icl+fd+gd"), Row("CLIP-KD +AFD", "crd+icl+fd+afd"),
                Row("TinyCLIP affinity mimicking", "am"), Row("Hinton KD (class logits)", "kd")],
     # CLIP-RD: the CLIP-KD recipe, each relational term alone and added, and the full objective.
-    "cliprd": [NO_KD, CLIPKD, Row("VRD", "vrd"), Row("XRD", "xrd"),
-               Row("CLIP-KD +VRD", "crd+icl+fd+vrd"), Row("CLIP-KD +XRD", "crd+icl+fd+xrd"),
-               Row("CLIP-RD (CLIP-KD +VRD +XRD)", "crd+icl+fd+vrd+xrd")],
+    # VRD and XRD weigh 1: the lab's choice — CLIP-RD's only launch script leaves them at 0 (METHODS.md).
+    "cliprd": [NO_KD, CLIPKD, Row("VRD (×1, lab's weight)", "vrd"), Row("XRD (×1, lab's weight)", "xrd"),
+               Row("CLIP-KD +VRD (×1, lab's weight)", "crd+icl+fd+vrd"),
+               Row("CLIP-KD +XRD (×1, lab's weight)", "crd+icl+fd+xrd"),
+               Row("CLIP-RD (CLIP-KD +VRD +XRD, ×1 each: lab's weights; the authors' script sets 0)",
+                   "crd+icl+fd+vrd+xrd")],
     # The two rows every table compares with: the reference student and the published CLIP-KD recipe.
     "core": [NO_KD, CLIPKD],
     # PromptKD vs ComKD-CLIP and ComKD's ablations, under the three protocols.

@@ -237,9 +237,15 @@ def logit_kd_loss(student_logits, teacher_logits, temperature: float = 1.0) -> t
 # --------------------------------------------------------------------------- MFD: masked student images
 
 
+KEEP_RULES = ("ceil", "floor")  # the paper-reading lab's ⌈(1 − r)·L⌉ kept patches, the official code's ⌊(1 − r)·L⌋
+
+
 def mask_patches(tokens: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None,
-                 shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+                 shard: tuple[int, int] = (0, 1), keep_rule: str = "ceil") -> torch.Tensor:
     """Keep a random ⌈(1 − r)·L⌉ of the L patch tokens of each sample (MAE-style, no mask tokens).
+
+    ``keep_rule="floor"`` keeps ⌊(1 − r)·L⌋ instead, as the official CLIP-KD code does
+    (``int(L * (1 - mask_ratio))``); the two agree whenever (1 − r)·L is whole (r = 0.5, 0.75 at L = 16).
 
     ``tokens`` (B, L, W) already carry their positional embeddings, so the kept
     tokens remember where they came from; they stay in their original order.
@@ -250,7 +256,11 @@ def mask_patches(tokens: torch.Tensor, mask_ratio: float, generator: torch.Gener
     if not 0.0 <= mask_ratio < 1.0:
         raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}.")
     b, length, width = tokens.shape
-    keep = max(1, math.ceil((1 - mask_ratio) * length - 1e-9))  # the epsilon absorbs float error, e.g. 0.3 * 10
+    if keep_rule not in KEEP_RULES:
+        raise ValueError(f"keep_rule must be one of {KEEP_RULES}, got {keep_rule!r}.")
+    kept_length = (1 - mask_ratio) * length
+    keep = max(1, math.ceil(kept_length - 1e-9) if keep_rule == "ceil" else math.floor(kept_length + 1e-9))  # the
+    # epsilons absorb float error, e.g. 0.3 * 10
     rank, world_size = shard
     device = generator.device if generator is not None else tokens.device  # a CPU generator also masks GPU tokens
     noise = torch.rand(b * world_size, length, generator=generator, device=device)[rank * b:(rank + 1) * b]
@@ -259,7 +269,8 @@ def mask_patches(tokens: torch.Tensor, mask_ratio: float, generator: torch.Gener
 
 
 def masked_encode_image(visual, images: torch.Tensor, mask_ratio: float,
-                        generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+                        generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1),
+                        keep_rule: str = "ceil") -> torch.Tensor:
     """The student's image embedding (unnormalised) computed from a masked image (CLIP-KD §3.2.3, Eq. 12).
 
     Patchify, add positional embeddings, drop patches (:func:`mask_patches`), prepend the
@@ -274,7 +285,7 @@ def masked_encode_image(visual, images: torch.Tensor, mask_ratio: float,
                         f"use a ViT student or FD instead.")
     x = visual.conv1(images).flatten(2).transpose(1, 2)
     pos = visual.positional_embedding.to(x.dtype)
-    x = mask_patches(x + pos[1:], mask_ratio, generator, shard)
+    x = mask_patches(x + pos[1:], mask_ratio, generator, shard, keep_rule)
     cls = (visual.class_embedding.to(x.dtype) + pos[0]).expand(x.shape[0], 1, -1)
     x = visual.ln_pre(torch.cat([cls, x], dim=1))
     pooled, _ = visual._pool(visual.transformer(x))

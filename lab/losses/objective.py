@@ -120,6 +120,11 @@ TERMS: dict[str, Term] = {
 # The learnable scales each term uses; ICL and XRD share the cross scale as in CLIP-RD's code.
 SCALES_OF = {"icl": ("cross",), "xrd": ("cross",), "afd": ("fusion",), "vrd": ("image", "text")}
 RECIPES = {"clipkd": "crd+icl+fd", "cliprd": "crd+icl+fd+vrd+xrd"}
+# Where the student is projected to the teacher's width (only matters when the widths differ):
+# "after" — CLIP-KD's code and the lab's default: the task loss and CRD/HRD read the student's own
+# embeddings, only the cross-model terms the projection; "before" — CLIP-RD's official reading (its
+# multi-process code): every term, the task loss and HRD included, reads the projected student.
+PROJECTION_POINTS = ("after", "before")
 
 
 def parse_terms(spec: str) -> list[str]:
@@ -158,8 +163,11 @@ class Objective(nn.Module):
 
     def __init__(self, terms: str | list[str], student_dim: int, teacher_dim: int,
                  weights: str | dict | None = None, variant: str = "paper",
-                 variants: dict[str, str] | None = None):
+                 variants: dict[str, str] | None = None, projection_point: str = "after"):
         super().__init__()
+        if projection_point not in PROJECTION_POINTS:
+            raise LabError(f"Unknown projection '{projection_point}'; choose one of: {', '.join(PROJECTION_POINTS)}.")
+        self.projection_point = projection_point
         if variant not in L.VARIANTS:
             raise LabError(f"Unknown variant '{variant}'; choose one of: {', '.join(L.VARIANTS)}.")
         self.names = parse_terms(terms) if isinstance(terms, str) else list(terms)
@@ -206,6 +214,8 @@ class Objective(nn.Module):
                     teacher_scale=_detached(e.teacher_scale), teacher_class_text=_detached(e.teacher_class_text))  # the teacher is frozen, whatever the caller passes
         student = (F.normalize(e.image_raw, dim=-1), F.normalize(e.text_raw, dim=-1))
         projected = self.projection(e.image_raw, e.text_raw)
+        if self.projection_point == "before":  # CLIP-RD's multi-process code: task loss and HRD on the projection
+            student = projected
         out = {"task": L.clip_loss(student[0], student[1], e.scale)}
         for name in self.names:
             out[name] = self.weights[name] * TERMS[name].compute(self, e, student, projected)

@@ -58,6 +58,7 @@ class DistillConfig:
     variant: str = "paper"
     mask_ratio: float = 0.5
     mfd_input: str = "masked"
+    projection: str = "after"  # or before: CLIP-RD's official reading (lab.losses.objective.PROJECTION_POINTS)
     teacher_mode: str = "cache"
     cache_dir: str = ""  # default: <runs_dir>/.cache/teacher
     data: DataConfig = field(default_factory=DataConfig)
@@ -122,8 +123,9 @@ class DistillStep:
         images, tokens = to_tensors(batch, self.student)
         masked_raw = None
         if objective.needs_masked_images:
+            keep_rule = "floor" if objective.variant_of("mfd") == "official" else "ceil"  # the official ⌊(1 − r)·L⌋
             masked_raw = dist.gather(masked_encode_image(model.visual, images, self.mask_ratio, self.generator,
-                                                         (ctx.rank, ctx.world_size)), ctx)
+                                                         (ctx.rank, ctx.world_size), keep_rule), ctx)
         only_masked = masked_raw is not None and self.mfd_input == "masked"
         image_raw = masked_raw if only_masked else dist.gather(model.encode_image(images), ctx)
         scale = model.logit_scale.exp()
@@ -156,7 +158,8 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     seed_everything(cfg.train.seed)
     teacher = load_teacher(cfg.teacher, str(device))
     student = zoo.load(cfg.student, device=str(device))
-    objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant).to(device)
+    objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant,
+                          projection_point=cfg.projection).to(device)
     dist.broadcast_from_main([student.model, objective], ctx)
     if ctx.enabled:
         seed_everything(cfg.train.seed + ctx.rank)  # per-rank streams for anything random inside a step
