@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "embedded items), instead")
     p.add_argument("--cache-key", action="store_true",
                    help="time computing the teacher cache's content key on the default 8,192 pairs (and as a CSV)")
+    p.add_argument("--shards", action="store_true",
+                   help="time augmented training on webdataset shards (augmentation cache vs online teacher vs no "
+                        "KD) and cache-teacher's throughput vs the teacher's bare forward, instead")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("cost", help="teacher vs student parameters, FLOPs, latency and throughput beside each "
@@ -292,6 +295,16 @@ def _cmd_bench(args) -> int:
         times = cache_key_times(args.rounds, progress)
         print(json.dumps({"device": machine_description(), "cache_key": times}, indent=2) if args.json
               else format_key_times(times, machine_description()))
+        return 0
+    if args.shards:
+        from lab.bench_shards import augmented_step_costs, cache_teacher_throughput, format_shard_bench
+
+        step = augmented_step_costs(names[0] if names else "clipkd", args.batch_size, args.rounds, args.steps,
+                                    args.device, args.student, args.teacher, progress=progress)
+        throughput = cache_teacher_throughput(args.teacher, rounds=args.rounds, device=args.device, progress=progress)
+        print(json.dumps({"device": machine_description(), "augmented_step": step.as_dict(),
+                          "cache_teacher": throughput.as_dict()}, indent=2) if args.json
+              else format_shard_bench(step, throughput, machine_description()))
         return 0
     if args.dashboard:
         from lab.bench_dashboard import dashboard_times, format_times

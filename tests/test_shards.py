@@ -240,3 +240,14 @@ def test_tensorboard_event_file_holds_every_logged_key(shards, tmp_path):
     for key in ("loss", "fd"):  # the values too, at their steps
         written = {e.step: e.value for e in board.Scalars(key)}
         assert written == pytest.approx({r["step"]: r[key] for r in run.metrics() if key in r}, rel=1e-6)
+
+
+def test_bench_shards_rows_are_measured_side_by_side():
+    from lab.bench_shards import augmented_step_costs, cache_teacher_throughput, format_shard_bench
+
+    step = augmented_step_costs("fd", batch_size=16, rounds=1, steps=1, progress=lambda m: None)
+    throughput = cache_teacher_throughput(images=16, per_shard=8, crops=2, batch_size=16, workers=1, rounds=1,
+                                          progress=lambda m: None)
+    assert step.nokd_s > 0 and step.cached_s > 0 and step.online_s > 0 and throughput.crops == 32
+    table = format_shard_bench(step, throughput, "cpu")
+    assert f"ratio {throughput.ratio:.2f}" in table and "cached (K crops)" in table
