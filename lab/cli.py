@@ -23,6 +23,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}.\n")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a count of rounds, steps, seeds, a batch size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="", help="run id (default: <preset>-seed<seed>-<time>)")
     p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
@@ -73,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="train a named ablation grid over seeds (resumable) and write its tables")
     p.add_argument("--grid", required=True, help="clipkd, cliprd, core, comkd or promptkd-vs-comkd")
-    p.add_argument("--seeds", type=int, default=1, help="seeds 0 … K-1 (default 1)")
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0 … K-1 (default 1)")
     p.add_argument("--scale", default="full", help="full (default), demo (minutes per grid) or fast (seconds per run)")
     p.add_argument("--fast", action="store_true", help="same as --scale fast (tests and smoke checks)")
     p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
@@ -81,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time a training step per loss term (cached and online teacher) vs no KD")
     p.add_argument("--terms", default="", help="terms or recipes to time, e.g. fd,gd,clipkd,mfd(both) (default: all)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is kept")
-    p.add_argument("--steps", type=int, default=3, help="steps per configuration and round")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds; the median is kept")
+    p.add_argument("--steps", type=positive_int, default=3, help="steps per configuration and round")
     p.add_argument("--device", default="auto")
     p.add_argument("--student", default="shapes-student", help="student model spec (real scale: ViT-B-16)")
     p.add_argument("--teacher", default="shipped", help="teacher model spec (real scale: ViT-L-14)")
@@ -107,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where the runs are")
     p.add_argument("--teacher", default="shipped", help="teacher model spec (default: the shipped teacher)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=256, help="images / captions per timed call")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is kept")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images / captions per timed call")
+    p.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds; the median is kept")
     p.add_argument("--onnx", default="", metavar="DIR",
                    help="also export the student with the best HM to ONNX in DIR and check it against PyTorch")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -178,6 +189,10 @@ def _cmd_pretrain(args) -> int:
                        "under torchrun).")
     cfg = preset_config(args.preset, args.overrides)
     run_id = _run_id(args, args.preset, cfg.train.seed)
+    if args.export:
+        from lab.runs import check_runs_dir
+
+        check_runs_dir(Path(args.export).parent, "export folder")  # before the training, not after
     path = pretrain(cfg, run_id, args.runs_dir, overwrite=args.overwrite, resume=args.resume)
     summary = json.loads((path / "summary.json").read_text())
     print(f"run written to {path}")
@@ -260,8 +275,6 @@ def _cmd_sweep(args) -> int:
     grid_rows(args.grid)  # an unknown grid or scale fails before any work
     scale = "fast" if args.fast else args.scale
     check_scale(scale)
-    if args.seeds < 1:
-        raise LabError(f"--seeds must be at least 1, got {args.seeds}.")
     _writable_runs_dir(args.runs_dir)
     table = sweep(args.grid, args.seeds, args.runs_dir, scale, args.overrides)
     print(table.read_text())

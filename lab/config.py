@@ -134,6 +134,26 @@ NO_EFFECT = {("TrainConfig", "lr"): (0, "would not train (every step leaves the 
                                         "positive learning rate, e.g. train.lr=1e-3")}
 
 
+def _label_spaces() -> tuple[str, ...]:
+    from lab.data.shapes import LABEL_SPACES
+
+    return tuple(LABEL_SPACES)
+
+
+def _numbers(text: str) -> bool:
+    try:
+        return all(math.isfinite(float(x)) and float(x) >= 0 for x in text.split(",")) if text else True
+    except ValueError:
+        return False
+
+
+# Text settings read late in a run (at its evaluation): checked when built, so no run trains first and fails after.
+CHOICES = {("EvalConfig", "label_space"): _label_spaces, ("PromptDistillConfig", "label_space"): _label_spaces,
+           ("PromptDistillConfig", "source_space"): _label_spaces}
+FORMATS = {("DataConfig", "style_weights"): (_numbers, "comma-separated non-negative numbers, one per style, "
+                                                         "e.g. 0.4,0.2,0.2,0.2 (or empty for equal weights)")}
+
+
 def check_ranges(cfg, prefix: str = "") -> None:
     """Every setting of a built config in its range (a finite number, a step count of at least 1 …),
     checked before any folder is made or any model is loaded; a value out of range is one sentence."""
@@ -147,6 +167,10 @@ def check_ranges(cfg, prefix: str = "") -> None:
             raise LabError(f"{key}={value} {NO_EFFECT[rule][1]}.")
         if isinstance(value, float) and not math.isfinite(value):
             raise LabError(f"{key} must be a finite number, got {value}.")
+        if rule in CHOICES and value not in CHOICES[rule]():
+            raise LabError(f"Unknown {key} '{value}'; choose one of: {', '.join(CHOICES[rule]())}.")
+        if rule in FORMATS and not FORMATS[rule][0](value):
+            raise LabError(f"{key} must be {FORMATS[rule][1]}, got {value!r}.")
         if rule in RANGES and not isinstance(value, bool) and isinstance(value, (int, float)):
             test, accepts = RANGES[rule]
             if not test(value):

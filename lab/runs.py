@@ -56,8 +56,9 @@ def check_run_name(name: str) -> str:
     return name
 
 
-def check_runs_dir(root: str | Path) -> Path:
-    """The runs folder, created if missing; a file in its place or a folder one cannot write is one sentence."""
+def check_runs_dir(root: str | Path, what: str = "runs folder") -> Path:
+    """A folder the lab writes to, created if missing; a file in its place or a folder one cannot write is one
+    sentence."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise LabError(f"{root} is a file, not a folder; move it away or pass --runs-dir another folder (one that "
@@ -65,8 +66,8 @@ def check_runs_dir(root: str | Path) -> Path:
     with disk_errors(root):
         root.mkdir(parents=True, exist_ok=True)
     if not os.access(root, os.W_OK | os.X_OK):
-        raise LabError(f"Cannot write to the runs folder {root} (permission denied); pass a folder you can write "
-                       f"with --runs-dir or fix its permissions.")
+        raise LabError(f"Cannot write to the {what} {root} (permission denied); pass a folder you can write "
+                       f"or fix its permissions.")
     return root
 
 

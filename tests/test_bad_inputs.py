@@ -168,6 +168,21 @@ CASES = {  # case: (command line, the fix the sentence must name)
     "checkpoint wrapped in another prefix": (
         lambda f: _distill(f, "--student", f"shapes-student:{f / 'wrapped.safetensors'}"),
         "none of its keys match the model's (they start with net.); it may be wrapped in another model"),
+    # found beyond the list
+    **{f"bench {option} 0": (lambda f, option=option: ["bench", "--terms", "fd", option, "0"],
+                             f"argument {option}: must be at least 1, got 0.")
+       for option in ("--batch-size", "--rounds", "--steps")},
+    "cost --rounds 0": (lambda f: ["cost", "--runs-dir", str(f / "runs"), "--rounds", "0"],
+                        "argument --rounds: must be at least 1, got 0."),
+    "data.style_weights=a,b": (lambda f: _never(f, "data.style_weights=a,b"),
+                               "data.style_weights must be comma-separated non-negative numbers"),
+    "eval.label_space=bogus": (lambda f: _never(f, "eval.label_space=bogus"),
+                               "Unknown eval.label_space 'bogus'; choose one of: colour_shape, shape, colour, size."),
+    "pretrain --export into a file": (lambda f: ["pretrain", "--preset", "smoke", "--runs-dir", str(f / "runs"),
+                                                 "--name", "never", "--export", str(f / "junk.pt" / "w.safetensors")],
+                                      "junk.pt is a file, not a folder"),
+    "eval of a path that does not exist": (lambda f: ["eval", str(f / "no-such-run"), "--teacher", "none"],
+                                           "no-such-run does not exist; pass a run directory, a checkpoint"),
 }
 
 
@@ -286,7 +301,7 @@ def test_unwritable_runs_folder_and_tables_are_one_sentence(files, capsys, monke
     code, message = _cli(["sweep", "--grid", "core", "--fast", "--runs-dir", str(files / "readonly-tables")], capsys)
     assert code == 2
     assert_one_sentence(message, f"Cannot write to the runs folder {files / 'readonly-tables' / '_tables'} "
-                                 f"(permission denied)")
+                                 f"(permission denied); pass a folder you can write or fix its permissions.")
 
 
 def test_module_prefixed_safetensors_loads_like_the_pt_path(files, tmp_path):

@@ -247,6 +247,9 @@ def load(spec: str | Path, device: str = "cpu") -> ClipModel:
         return _load_state(create(ckpt["arch"], device=device), ckpt["model"], path)
     if path.suffix in CHECKPOINT_SUFFIXES:
         raise LabError(f"Checkpoint {path} does not exist; check the path.")
+    if os.sep in spec and not path.exists():
+        raise LabError(f"{path} does not exist; pass a run directory, a checkpoint or weights file, a preset "
+                       f"({', '.join(PRESETS)}) or ARCH:TAG.")
     return create(spec, device=device)
 
 
