@@ -62,8 +62,17 @@ CROP_FIELDS = ("top", "left", "height", "width", "flip")
 def is_shard_source(source: str) -> bool:
     """Whether ``data.source`` names webdataset shards (rather than ``shapes`` or a CSV)."""
     path = Path(source)
-    return (".tar" in source and "{" in source) or path.suffix == ".tar" or path.suffix == ".txt" or (
+    return (".tar" in source and "{" in source) or path.suffix == ".tar" or _is_shard_list(path) or (
         path.is_dir() and any(path.glob("*.tar")))
+
+
+def _is_shard_list(path: Path) -> bool:
+    """A ``.txt`` whose first entry is a ``.tar`` path (a tab-separated caption file named .txt is not one)."""
+    if path.suffix != ".txt" or not path.is_file():
+        return False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first = next((line.strip() for line in f if line.strip() and not line.startswith("#")), "")
+    return first.endswith(".tar")
 
 
 def shard_paths(source: str) -> list[Path]:
