@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from lab.errors import LabError
+from lab.runs import atomic_write_bytes
 
 PRESET_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(PRESET_DIR)
@@ -140,9 +141,7 @@ def save_weights(clip: ClipModel, path: str | Path, dtype: torch.dtype = torch.f
     tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
                for k, v in clip.model.state_dict().items()}
     metadata = {"arch": clip.arch, "lab_format": "1", "extra": json.dumps(extra or {})}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save(tensors, metadata=metadata))  # a full disk is one sentence, no tmp file left
     return path
 
 

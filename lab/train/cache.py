@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from lab.data.pairs import in_order
-from lab.runs import remove_stale_tmp_files
+from lab.runs import atomic_write_bytes, remove_stale_tmp_files
 from lab.train.loop import bars_disabled
 
 # A fixed caption whose token ids stand for the tokenizer in the key (vocabulary, merges, padding).
@@ -162,12 +162,7 @@ class TeacherCache:
                 pass
             path.unlink(missing_ok=True)
         entry = teacher_embeddings(teacher, dataset)
-        self.root.mkdir(parents=True, exist_ok=True)
         remove_stale_tmp_files(self.root)
-        tmp = self.root / f".{path.name}.{os.getpid()}.tmp"
-        try:
-            save_file(entry, str(tmp), metadata={"content": json.dumps(payload, sort_keys=True)})
-            os.replace(tmp, path)  # atomic: readers see the whole entry or none
-        finally:
-            tmp.unlink(missing_ok=True)
+        # atomic (readers see the whole entry or none); a full disk is one sentence and leaves no tmp file
+        atomic_write_bytes(path, save(entry, metadata={"content": json.dumps(payload, sort_keys=True)}))
         return entry, False
