@@ -8,9 +8,13 @@
     ``snapshots.npz``     the student's embeddings of a few hundred items at each ``train.eval_every`` step
     ``checkpoints/last.pt``  model, optimiser, scheduler, loss modules, step, RNG states, config
 
-Every file is written atomically (temporary file, then rename). :func:`read_run`
-validates a directory and reports what is wrong with it instead of raising, so a
-dashboard can list broken runs beside good ones.
+Every file is written atomically (temporary file, then rename; a failed write removes its
+temporary file, and a full disk or a permission problem is one sentence). A run id is one
+folder name from a safe alphabet (:func:`check_run_name`), so a run stays in its runs folder.
+``--overwrite`` of a finished run builds the new run beside it (``.<run_id>.new-<pid>``) and
+swaps it in when it finishes; what a killed process left is tidied when the run next starts
+(:func:`recover`). :func:`read_run` validates a directory and reports what is wrong with it
+instead of raising, so a dashboard can list broken runs beside good ones.
 """
 
 from __future__ import annotations
