@@ -251,3 +251,24 @@ def test_bench_shards_rows_are_measured_side_by_side():
     assert step.nokd_s > 0 and step.cached_s > 0 and step.online_s > 0 and throughput.crops == 32
     table = format_shard_bench(step, throughput, "cpu")
     assert f"ratio {throughput.ratio:.2f}" in table and "cached (K crops)" in table
+
+
+def test_truncated_shard_and_missing_caption_are_named(tmp_path):
+    from lab.data.shards import read_shard
+
+    good = [(f"{i:04d}", _png(np.full((40, 40, 3), 6 * i, np.uint8)), "png", f"a picture {i}") for i in range(6)]
+    (path,) = write_shards(tmp_path / "t", good, per_shard=6)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a download cut off half-way
+    problems: list[str] = []
+    kept = list(read_shard(path, "skip", problems))
+    assert 0 < len(kept) < 6 and f"Shard {path} cannot be read" in problems[0]  # (and the cut sample, if any)
+    with pytest.raises(ShardDamage, match="cannot be read past a member"):
+        list(read_shard(path, "stop", []))
+    import webdataset as wds
+
+    with wds.TarWriter(str(tmp_path / "nocap.tar")) as writer:
+        writer.write({"__key__": "lonely", "png": good[0][1]})
+    problems = []
+    assert list(read_shard(tmp_path / "nocap.tar", "skip", problems)) == []
+    assert problems == [f"Shard {tmp_path / 'nocap.tar'} member lonely has no caption (txt)"]
