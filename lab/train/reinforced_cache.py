@@ -265,5 +265,11 @@ def run(cfg: CacheTeacherConfig, progress=print) -> dict:
     say = progress if ctx.is_main else (lambda message: None)
     stats = cache_teacher(teacher, shards, augmentation, cfg.data.image_size, cfg.batch_size, cfg.data.workers,
                           cfg.data.corrupt, ctx, say)
-    dist.barrier(ctx)
+    if ctx.enabled:  # every rank's counts, over the slowest rank's time
+        parts = [None] * ctx.world_size
+        torch.distributed.all_gather_object(parts, stats)
+        for key in ("shards", "cached_before", "samples", "crops", "problems"):
+            stats[key] = sum((part[key] for part in parts), [] if key == "problems" else 0)
+        stats["seconds"] = max(part["seconds"] for part in parts)
+        stats["crops_per_s"] = stats["crops"] / max(stats["seconds"], 1e-9)
     return stats
