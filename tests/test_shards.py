@@ -47,8 +47,8 @@ def shards(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cached_shards(shards) -> Path:
-    """The shards with the shipped teacher's embeddings of K = 4 crops per image beside them."""
-    out = _check([sys.executable, "-m", "lab", "cache-teacher", "--data", str(shards), "--augmentations", "4",
+    """The shards with the shipped teacher's embeddings of K = 4 crops per image beside them (2 ranks)."""
+    out = _check([*TORCHRUN, "-m", "lab", "cache-teacher", "--data", str(shards), "--augmentations", "4",
                   "data.shuffle_buffer=20", "data.workers=2", "threads=1"])
     assert f"cached {ITEMS} samples ({4 * ITEMS} crops) of 4 shards" in out
     return shards
