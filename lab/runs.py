@@ -239,7 +239,8 @@ class RunWriter:
         atomic_write_json(self.path / SUMMARY, summary)
         if self.staged:
             aside = self.root / f".{self.run_id}{ASIDE}{os.getpid()}"
-            os.replace(self.final, aside)
+            if self.final.exists():  # (someone may have deleted the old run meanwhile)
+                os.replace(self.final, aside)
             os.replace(self.path, self.final)
             shutil.rmtree(aside, ignore_errors=True)
             _STAGED.discard(self)

@@ -93,3 +93,11 @@ def test_bench_cache_key_times_both_kinds_of_data(capsys, monkeypatch):
     rows = json.loads(capsys.readouterr().out)["cache_key"]
     assert [r["data"] for r in rows] == ["shapes (default data)", "CSV of PNG files"]
     assert all(r["pairs"] == 64 and r["key_s"] > 0 and r["dataset_side_s"] > 0 for r in rows)
+
+
+def test_class_folder_fingerprint_follows_the_class_names(tmp_path):
+    from lab.data.files import LabelledImages
+
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(tmp_path / "a.png")
+    cat, dog = (dataset_fingerprint(LabelledImages([tmp_path / "a.png"], [0], [name], 16)) for name in ("cat", "dog"))
+    assert cat["images"] == dog["images"] and cat != dog  # same file, other captions ("a photo of a dog.")

@@ -77,6 +77,9 @@ def dataset_fingerprint(dataset) -> dict:
     captions = getattr(dataset, "captions", None) or getattr(items, "captions", None)
     if captions is not None:
         fingerprint["captions"] = hashlib.sha256("\n".join(captions).encode()).hexdigest()
+    if getattr(dataset, "classnames", None) is not None:  # class-folder / split-file data: captions from labels
+        labels = np.ascontiguousarray(getattr(dataset, "labels", np.zeros(0, dtype=np.int64)))
+        fingerprint["labels"] = hashlib.sha256(labels.tobytes() + "\n".join(dataset.classnames).encode()).hexdigest()
     if "images" not in fingerprint:
         raise TypeError(f"dataset_fingerprint does not know how to fingerprint a {type(dataset).__name__}")
     return fingerprint
