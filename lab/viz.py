@@ -104,45 +104,15 @@ def tsne_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
 def umap_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """UMAP coordinates of the rows of ``x`` (cosine metric, 15 neighbours, fixed seed).
 
-    umap-learn compiles its kernels with numba on first use (~20 s in every new process, as most
-    of them are not marked for caching); :func:`import_umap` asks numba to cache them on disk, so
-    that cost is paid once per install.
+    umap-learn compiles its kernels with numba on first use: ~20 s in every new process (most of
+    its kernels are not marked for numba's on-disk cache).
     """
-    UMAP = import_umap().UMAP
+    from umap import UMAP
 
     with warnings.catch_warnings():  # "n_jobs overridden by setting random_state": wanted, for reproducible maps
         warnings.simplefilter("ignore", UserWarning)
         return UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), metric="cosine", random_state=seed,
                     init="pca" if len(x) > 3 else "random").fit_transform(np.asarray(x, dtype=np.float32))
-
-
-def import_umap():
-    """``umap``, imported with numba's on-disk cache on for every kernel it compiles (``cache=True`` as the
-    default of ``numba.njit``/``numba.jit`` during the import; kernels that cannot be cached are compiled as before)."""
-    import sys
-
-    if "umap" in sys.modules:
-        return sys.modules["umap"]
-    import numba
-
-    originals = numba.njit, numba.jit
-
-    def caching(decorator):
-        def wrapped(*args, **kwargs):
-            if len(args) == 1 and callable(args[0]) and not kwargs:  # bare @njit
-                return decorator(cache=True)(args[0])
-            kwargs.setdefault("cache", True)
-            return decorator(*args, **kwargs)
-        return wrapped
-
-    numba.njit, numba.jit = caching(numba.njit), caching(numba.jit)
-    try:
-        with warnings.catch_warnings():  # "cannot cache function ...": that kernel compiles per process, as before
-            warnings.simplefilter("ignore", numba.NumbaWarning)
-            import umap
-    finally:
-        numba.njit, numba.jit = originals
-    return umap
 
 
 def aligned_maps(teacher: np.ndarray, student: np.ndarray, method: str = "pca",
@@ -459,7 +429,7 @@ def similarity_heatmaps(matrices: dict[str, np.ndarray], tick_labels: Sequence[s
         fig.update_yaxes(autorange="reversed", row=1, col=col, showticklabels=False)
         fig.update_xaxes(showticklabels=False, row=1, col=col, title_text=f"{cols_name}s, by class")
     fig.update_yaxes(title_text=f"{rows_name}s, by class", row=1, col=1)
-    fig.update_layout(height=400, font=dict(size=FONT), margin=dict(t=60, l=10, r=40, b=10))
+    fig.update_layout(height=340, font=dict(size=FONT), margin=dict(t=50, l=10, r=40, b=10))
     return fig
 
 
@@ -557,7 +527,7 @@ def ablation_bars(rows: Sequence[str], means: Sequence[float], stds: Sequence[fl
     if reference is not None:
         fig.add_hline(y=reference, line_dash="dash", annotation_text=f"{reference_name} {reference:.1f}")
     fig.update_yaxes(title_text=f"lab: {metric}", secondary_y=False)
-    fig.update_layout(title=title, height=440, font=dict(size=FONT), margin=dict(t=50, l=10, r=10, b=10),
+    fig.update_layout(title=title, height=380, font=dict(size=FONT), margin=dict(t=50, l=10, r=10, b=10),
                       legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
     return fig
 
@@ -565,7 +535,7 @@ def ablation_bars(rows: Sequence[str], means: Sequence[float], stds: Sequence[fl
 def grouped_bars(values: dict[str, dict[str, float]], yaxis: str = "%", title: str | None = None) -> go.Figure:
     """One bar group per inner key (e.g. base, novel, HM, or a style), one colour per outer key (e.g. a model)."""
     fig = go.Figure([go.Bar(name=name, x=list(bars), y=list(bars.values())) for name, bars in values.items()])
-    fig.update_layout(barmode="group", yaxis_title=yaxis, height=420, title=title, font=dict(size=FONT),
+    fig.update_layout(barmode="group", yaxis_title=yaxis, height=360, title=title, font=dict(size=FONT),
                       margin=dict(t=50 if title else 30, l=10, r=10, b=10))
     return fig
 

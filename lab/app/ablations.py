@@ -61,7 +61,7 @@ def page() -> None:
     name = st.sidebar.selectbox("Sweep", list(tables), key="sweep_table")
     table = tables[name]
     if name.startswith(("fast-", "demo-")):
-        st.warning(f"This table was made at {explain.BUDGET_WORDS[name.split('-', 1)[0]]}.", icon="⚠️")
+        st.markdown(f":orange-background[⚠️ This table was made at {explain.BUDGET_WORDS[name.split('-', 1)[0]]}.]")
     protocols = protocols_of(name, table)
     left, right = st.columns(2)
     if protocols is not None:  # one protocol at a time: each has its own headline metric

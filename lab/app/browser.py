@@ -133,11 +133,11 @@ def errors_shown(tab) -> list[str]:
     return [boxes.nth(i).inner_text() for i in range(boxes.count())]
 
 
-def open_page(tab, base_url: str, page: DashboardPage) -> float:
+def open_page(tab, base_url: str, page: DashboardPage, timeout_ms: int = 60_000) -> float:
     """Load ``page`` by its URL (a fresh session); returns the seconds until it was drawn."""
     started = time.perf_counter()
     tab.goto(f"{base_url}/{'' if page.url_path == 'overview' else page.url_path}")  # the default page is at /
-    wait_until_drawn(tab, page)
+    wait_until_drawn(tab, page, timeout_ms)
     return time.perf_counter() - started
 
 
@@ -189,8 +189,8 @@ POINT_CENTRES = """el => Array.from(el.querySelectorAll('g.mark-symbol.role-mark
 LEGEND_FILL = """(el, label) => {
     for (const text of el.querySelectorAll('g.role-legend text')) {
         if (text.textContent.trim() !== label) continue;
-        const entry = text.closest('g.role-scope') || text.parentElement;
-        const symbol = entry.querySelector('path');
+        const entry = text.closest('g.role-legend-label').parentElement;  // one entry: its symbol and label
+        const symbol = entry.querySelector('g.role-legend-symbol path');
         if (symbol) return getComputedStyle(symbol).fill || symbol.getAttribute('fill');
     }
     return null; }"""
@@ -204,6 +204,25 @@ def point_centres(chart) -> list[tuple[float, float]]:
 def legend_fill(chart, label: str) -> str | None:
     """The fill colour (``rgb(r, g, b)``) of the legend symbol labelled ``label`` in an SVG Vega chart."""
     return chart.evaluate(LEGEND_FILL, label)
+
+
+SEEN_STEPS = """() => { window.seenSteps = new Set(); window.stepWatcher = setInterval(() => {
+    for (const p of document.querySelectorAll('p')) {
+        const m = /^Step (\\d+) of/.exec(p.textContent.trim()); if (m) window.seenSteps.add(m[1]); } }, 25); }"""
+
+
+def watch_steps(tab) -> None:
+    """Start recording every "Step N of …" line the page shows (the training-evolution view's frames)."""
+    tab.evaluate(SEEN_STEPS)
+
+
+def steps_seen(tab, at_least: int, timeout_ms: int = 60_000) -> list[str]:
+    """The steps recorded since :func:`watch_steps`, once ``at_least`` were seen or ``timeout_ms`` passed."""
+    try:
+        tab.wait_for_function(f"() => window.seenSteps.size >= {at_least}", timeout=timeout_ms)
+    except Exception:  # playwright's TimeoutError: return what was seen, for the test's message
+        pass
+    return tab.evaluate("() => Array.from(window.seenSteps)")
 
 
 def fully_visible(tab, locator) -> bool:

@@ -13,6 +13,7 @@ from lab import viz
 from lab.app import data, explain
 from lab.runs import list_runs
 
+REFRESH_S = 5
 DEFAULT_KEYS = ("task", "eval/hm")  # the task term is comparable across objectives; the total loss is not
 
 
@@ -51,8 +52,18 @@ def page() -> None:
     log_y = log_col.checkbox("log y", key="curve_log_y")
     x = x_col.radio("x axis", tuple(viz.CURVE_X), key="curve_x")
     colours = viz.run_colours([r.run_id for r in every])
-    for key in chosen_keys:
-        st.plotly_chart(viz.training_curves(records, key, smoothing, log_y, x, colours), width="stretch")
+
+    def charts() -> None:
+        latest = {r.run_id: data.metrics(r) for r in shown}  # reread: a run in progress grows
+        for key in chosen_keys:
+            st.plotly_chart(viz.training_curves(latest, key, smoothing, log_y, x, colours), width="stretch",
+                            key=f"curve_{key}")
+
+    if any(r.run_id in in_progress for r in shown):  # follow the run in progress
+        st.caption(f"Following the run in progress: the charts refresh every {REFRESH_S} s.")
+        st.fragment(charts, run_every=REFRESH_S)()
+    else:
+        charts()
     if x == "wall time":
         st.caption("Wall time is the seconds since training (re)started, logged with each record; runs logged "
                    "before the lab recorded it have no wall-time points.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +13,6 @@ from lab.eval.probe import read_snapshots
 from lab.errors import LabError
 from lab.tables import TABLES_DIR
 
-# numba (UMAP) keeps its compiled kernels here, so their compile cost is paid once per install.
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[2] / ".cache" / "numba"))
 
 
 def runs_root() -> str:

@@ -12,21 +12,17 @@ INTROS = {
     "overview": "Every run in the runs directory with its headline numbers. HM is the harmonic mean of base- and "
                 "novel-class zero-shot accuracy (higher is better); compare a distilled student with the no-KD "
                 "student of the same budget, and both with the teacher's HM. Pick a run below to open it elsewhere.",
-    "geometry": "Where the same test items land in the teacher's and the student's embedding spaces. Look for the "
-                "same clusters in both panels and for items whose neighbours changed (colour by *neighbourhood*). "
-                "Both panels are drawn at the same size; how well the student's map matches is the Procrustes "
-                "residual, a number, not a smaller picture.",
-    "similarity": "Cosine similarity between one test item per class, teacher beside student. A good student "
-                  "reproduces the teacher's block pattern; the difference panel shows where it does not: red where "
-                  "the student finds two classes more alike than the teacher does, blue where less.",
-    "ablations": "The sweep tables: each row's lab number (mean ± std over its seeds) beside the paper's number for "
-                 "the nearest row. The lab runs on ShapesWorld with small models, so compare the *ordering* of rows "
-                 "(the rank agreement), not absolute values.",
+    "geometry": "Where the same test items land in each model's space: look for the same clusters in both panels; "
+                "colour by *neighbourhood* to see whose neighbours changed. Both panels have the same size; the fit "
+                "is the residual in the student's title.",
+    "similarity": "Cosine similarity between one test item per class. A good student reproduces the teacher's "
+                  "pattern; in the difference, red = the student finds two classes more alike than the teacher does.",
+    "ablations": "Each sweep row's lab number (mean ± std over its seeds) beside the paper's for the nearest row. "
+                 "ShapesWorld and small models: compare the *ordering* (rank agreement), not the values.",
     "curves": "Every logged loss term and probe metric over training. Loss totals are not comparable across "
               "objectives (each adds its own terms), so the task term (the CLIP loss every run has) is the default.",
-    "protocols": "Prompt distillation under three protocols: base → novel classes, a cross-label-space transfer and "
-                 "a domain (style) shift, each comparing the zero-shot models, the tuned teacher and the distilled "
-                 "student.",
+    "protocols": "Prompt distillation under three protocols (base → novel classes, cross label space, style shift): "
+                 "the zero-shot models, the tuned teacher and the distilled student side by side.",
 }
 
 # metric key (summary's geometry/*) -> (plain words, direction, the teacher's own value when it has one)
@@ -50,8 +46,8 @@ GLOSSARY = {
                          "lower = more spread out; compare with the teacher's", "teacher_uniformity_image"),
 }
 
-BUDGET_WORDS = {"fast": "the `fast` budget (a few steps: the numbers are noise, only the plumbing is shown)",
-                "demo": "the `demo` budget (minutes on a CPU: rough numbers, orderings may not hold)"}
+BUDGET_WORDS = {"fast": "the `fast` budget (a few steps: the numbers are noise)",
+                "demo": "the `demo` budget (minutes on a CPU: rough numbers)"}
 
 
 def intro(page: str) -> None:
@@ -86,11 +82,10 @@ def budget_of(run: runs.Run) -> str:
 
 
 def budget_banner(shown: list[runs.Run]) -> None:
-    """A warning when any of the runs shown was trained at the fast or demo budget."""
+    """A one-line warning when any of the runs shown was trained at the fast or demo budget."""
     budgets = {budget_of(r) for r in shown}
     for scale in ("fast", "demo"):
         if scale in budgets:
             count = sum(budget_of(r) == scale for r in shown)
-            st.warning(f"{count} of the {len(shown)} runs shown were trained at {BUDGET_WORDS[scale]}. "
-                       f"The README's tables use the full budget (`python -m lab sweep --grid ... --seeds 3`).",
-                       icon="⚠️")
+            st.markdown(f":orange-background[⚠️ {count} of {len(shown)} runs shown: trained at "
+                        f"{BUDGET_WORDS[scale]}.]")  # one line: the charts stay on a 1024×768 screen

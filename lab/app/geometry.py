@@ -15,7 +15,7 @@ PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE (cosine)", "umap": "UMAP (cosine)"}
 COLOURINGS = {"shape": "shape", "colour": "colour (its real colour)", "class": "class (colour × shape = hue × marker)",
               "style": "style", "size": "size", "modality": "image / caption", "split": "base / novel class",
               "neighbourhood": "neighbourhood agreement (kNN overlap)"}
-MAP_HEIGHT = 340  # px: both panels and their titles fit under the controls at 1024×768
+MAP_HEIGHT = 300  # px: both panels and their titles fit under the controls at 1024×768
 PLAY_SECONDS = 0.6
 SVG_POINTS = 2000  # maps of up to this many points are drawn as SVG (readable marks), larger ones on a canvas  # per frame of the training-evolution view
 
@@ -38,7 +38,8 @@ def controls(total: int) -> tuple[str, str, int, bool]:
 def maps(run, emb, method, colour_by, n, with_texts) -> pd.DataFrame:
     """Both panels side by side (each as wide as half the window), searchable and isolatable; returns the points."""
     message = {"pca": "Projecting", "tsne": "t-SNE of the items (a few seconds the first time; then kept with the run)",
-               "umap": "UMAP of the items (a few seconds; the first UMAP after an install also compiles, ~20 s)"}[method]
+               "umap": "UMAP of the items (a few seconds; the first UMAP of a dashboard process also compiles, "
+                        "~20 s on 2 cores)"}[method]
     with st.spinner(message):
         points, aligned = viz.map_points(emb, n, with_texts, method, cache_dir=run.path / "projections")
     extent = float(np.abs(np.concatenate([aligned.teacher, aligned.student])).max() * 1.05)

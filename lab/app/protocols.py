@@ -63,11 +63,11 @@ def page() -> None:
     data.keep_known("protocol", protocols)
     protocol = st.sidebar.selectbox("Protocol", protocols, key="protocol")
     chosen = [r for r in found if protocol_of(r) == protocol]
-    st.dataframe(runs_table(chosen, protocol), hide_index=True, width="stretch")
     run = pick_protocol_run(chosen, protocol)
-    st.caption(run.summary.get("protocol", protocol))
     st.plotly_chart(viz.grouped_bars(model_scores(run, protocol), yaxis="top-1 / HM (%)",
                                      title=f"{run.run_id} ({protocol})"), width="stretch")
+    st.caption(run.summary.get("protocol", protocol))
+    st.dataframe(runs_table(chosen, protocol), hide_index=True, width="stretch")
     if protocol == "domain":
         st.caption(f"Tuned and distilled on the {run.config['config'].get('source_style', 'plain')} style; "
                    f"the other styles are domains neither model was adapted to.")
