@@ -272,3 +272,16 @@ def test_truncated_shard_and_missing_caption_are_named(tmp_path):
     problems = []
     assert list(read_shard(tmp_path / "nocap.tar", "skip", problems)) == []
     assert problems == [f"Shard {tmp_path / 'nocap.tar'} member lonely has no caption (txt)"]
+
+
+def test_bad_shard_settings_are_refused_before_any_model_loads(shards, tmp_path, capsys):
+    from lab.cli import main
+
+    base = ["distill", "--loss", "fd", "--runs-dir", str(tmp_path), f"data.source={shards}", "teacher_mode=online"]
+    for override, message in (("data.corrupt=maybe", "Unknown data.corrupt 'maybe'"),
+                              ("data.augment=rotate", "Unknown data.augment 'rotate'"),
+                              ("data.crop_scale=0.5", "data.crop_scale='0.5' must be two numbers"),
+                              ("data.source=/nowhere/{0..3}.tar", "Shard /nowhere/0.tar does not exist")):
+        assert main([*base, "--name", "x", override]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

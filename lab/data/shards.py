@@ -333,6 +333,18 @@ class ShardStream(IterableDataset):
         return batch
 
 
+def check_config(cfg) -> None:
+    """A shard source's settings and files, checked before any model is loaded (no-op for other sources)."""
+    if not is_shard_source(cfg.source):
+        return
+    if cfg.corrupt not in CORRUPT_POLICIES:
+        raise LabError(f"Unknown data.corrupt '{cfg.corrupt}'; choose one of: {', '.join(CORRUPT_POLICIES)}.")
+    if cfg.shuffle_buffer < 1:
+        raise LabError("data.shuffle_buffer must be at least 1 (1: no shuffling within a stream).")
+    Augmentation.from_config(cfg)
+    shard_paths(cfg.source)
+
+
 def build_stream(cfg, teacher=None) -> ShardStream:
     """The shard stream a :class:`lab.data.pairs.DataConfig` describes."""
     return ShardStream(shard_paths(cfg.source), cfg.image_size, Augmentation.from_config(cfg), cfg.seed,

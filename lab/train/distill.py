@@ -23,6 +23,7 @@ from lab import runs
 from lab.config import apply_overrides, to_dict
 from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
 from lab.data.shards import DamageReport, ShardStream, check_resume
+from lab.data.shards import check_config as check_shards
 from lab.data.shapes import PROMPT_TEMPLATES, label_space
 from lab.errors import LabError
 from lab.eval.probe import Probe
@@ -154,6 +155,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     _check_choice("teacher_mode", cfg.teacher_mode, TEACHER_MODES)
     _check_choice("mfd_input", cfg.mfd_input, MFD_INPUTS)
     benchmarks = benchmark_specs(cfg.eval.benchmarks)
+    check_shards(cfg.data)  # webdataset settings and files, before any model is loaded
     device, ctx = start_processes(cfg.train)
     seed_everything(cfg.train.seed)
     teacher = load_teacher(cfg.teacher, str(device))
