@@ -102,7 +102,6 @@ def export_open_clip(run_path: str | Path, out_dir: str | Path, onnx: bool = Fal
     and, with ``onnx``, the ONNX image and text encoders (checked against PyTorch)."""
     import open_clip
     from open_clip.push_to_hf_hub import save_config_for_hf
-    from safetensors.torch import save_file
 
     run = runs.read_run(run_path)
     student = zoo.load(run.path)
@@ -112,8 +111,7 @@ def export_open_clip(run_path: str | Path, out_dir: str | Path, onnx: bool = Fal
     out = Path(out_dir)
     with runs.disk_errors(out):
         out.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in student.model.state_dict().items()}
-        save_file(state, str(out / HUB_WEIGHTS))
+        zoo.save_weights(student, out / HUB_WEIGHTS)  # float32 safetensors, written atomically
         save_config_for_hf(student.model, out / HUB_CONFIG, model_config=model_cfg)
     config = run.config.get("config", {})
     summary = run.summary
