@@ -188,6 +188,8 @@ class Lesson:
 
         records = {label: runs.read_run(p).metrics() for label, p in paths.items()}
         if key.startswith("eval/"):
+            print(f"(each point is the trainers' probe, {PROBE_ITEMS} test items per style; the final numbers printed "
+                  f"above use the whole test set, so a curve's last point can differ from them)")
             for label, rows in records.items():
                 print(trajectory(label, [(r["step"], r[key]) for r in rows if key in r and "step" in r], key))
         return training_curves(records, key)

@@ -147,14 +147,16 @@ def test_student_edition_holds_no_solution_and_no_expected_value(path, executed)
     assert len(_cells(student, "answer")) == len(_cells(instructor, "solution"))
     for cell in _cells(student, "answer"):
         assert cell.source.rstrip().endswith("answer = None") and cell.source.startswith("# Exercise ")
+    lesson_text = "\n".join(c.source for c in instructor.cells if "solution" not in c.metadata.get("tags", []))
     for solution in _cells(instructor, "solution"):
         for line in solution.source.splitlines():
-            if len(line.strip()) > 12:
+            if len(line.strip()) > 12 and line.strip() not in lesson_text:  # not a line the lesson itself teaches
                 assert line.strip() not in text, f"solution line {line.strip()!r} left in the student edition"
     for number, value in _expected_numbers(executed[path.stem]).items():
-        if value != round(value):  # whole numbers (a width, 0, 1) are the concepts asked for, not leaks
+        if abs(value - round(value)) > 1e-6:  # whole numbers (a width, 0, 1) are the concepts asked, not leaks
             for shown in {f"{value:.2f}", f"{value:.3g}", f"{value:.4g}", f"{value:.6g}", repr(value)}:
-                assert shown not in text, f"exercise {number}'s expected value {shown} is in the student edition"
+                if len(shown.lstrip("-")) >= 4:  # "0.5" or "213" would match unrelated text
+                    assert shown not in text, f"exercise {number}'s expected value {shown} is in the student edition"
     # the reference solutions pasted back give the instructor edition's code again
     back = editions.with_answers(student, editions.solutions(instructor))
     assert [c.source for c in back.cells if c.cell_type == "code"] == \

@@ -53,6 +53,7 @@ def student_edition(notebook):
             cell.outputs, cell.execution_count = [], None
         cells.append(cell)
     student.cells = cells
+    student.metadata.pop("jupytext", None)  # a student's saves need no paired .py
     student.metadata["lab_edition"] = "student"
     return student
 

@@ -7,6 +7,7 @@ typeset by MathJax when the page can reach its CDN; offline they show as TeX sou
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
@@ -21,6 +22,8 @@ def notebook_html(notebook) -> str:
     """One executed notebook as an HTML page that draws every figure with no network."""
     from nbconvert import HTMLExporter
 
+    notebook = copy.deepcopy(notebook)
+    notebook.metadata.pop("widgets", None)  # the sliders' state: static HTML cannot run them (and would load a CDN)
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
     body = REQUIRE_JS.sub("", body)
     if "lab-plotly" in body:

@@ -13,6 +13,7 @@ import json
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from lab.errors import LabError
 
@@ -97,6 +98,7 @@ def execute_in_server(url: str, token: str, notebook_path: str, timeout: float =
     try:
         ws_url = url.replace("http://", "ws://") + f"/api/kernels/{kernel}/channels"
         cells = [c.source for c in notebook.cells if c.cell_type == "code"] + list(extra_cells)
-        return asyncio.run(_run_cells(ws_url, token, cells, timeout))
+        with ThreadPoolExecutor(1) as pool:  # a loop of its own, also when the caller's thread runs one
+            return pool.submit(asyncio.run, _run_cells(ws_url, token, cells, timeout)).result()
     finally:
         api(url, token, f"sessions/{session['id']}", method="DELETE")
