@@ -84,8 +84,11 @@ def serve_and_train(runs_dir: Path, scale: str, port: int) -> int:
     """Start the dashboard, train the demo runs behind it, then keep serving until interrupted."""
     command = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve().parents[1] / "app.py"),
                "--server.address", "localhost", "--server.port", str(port), "--server.headless", "true",
-               "--browser.gatherUsageStats", "false"]
+               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     runs_dir.mkdir(parents=True, exist_ok=True)
+    ids = [run_id(row, 0, scale) for _, row in demo_jobs()]  # progress first: the Overview then refreshes itself
+    write_progress(runs_dir, total=len(ids), done=sum(runs.read_run(runs_dir / r).complete for r in ids),
+                   current="(starting)", scale=scale, started=time.time(), eta_s=None, finished=False)
     server = subprocess.Popen(command, env={**os.environ, "LAB_RUNS_DIR": str(runs_dir)})
     print(f"Dashboard: http://localhost:{port} — the demo runs appear there as they finish.", flush=True)
     try:

@@ -483,7 +483,7 @@ def training_curves(records_by_run: dict[str, list[dict]], key: str, smoothing: 
                                      name=f"{run_id} (raw)", legendgroup=run_id, showlegend=False, hoverinfo="skip"))
             values = ema(values, smoothing)
         fig.add_trace(go.Scatter(x=xs, y=values, mode=mode, name=run_id, legendgroup=run_id, line=dict(color=colour)))
-    fig.update_layout(xaxis_title="step" if x == "step" else "wall time (s)", yaxis_title=key, height=380,
+    fig.update_layout(xaxis_title="step" if x == "step" else "wall time (s)", yaxis_title=key, height=320,
                       hovermode="x unified", font=dict(size=FONT), margin=dict(t=30, l=10, r=10, b=10),
                       legend=dict(orientation="h", y=-0.25))
     if log_y:

@@ -5,32 +5,74 @@ artifacts in ``test-artifacts/browser/`` (or ``$LAB_TEST_ARTIFACTS/browser``). W
 Chromium the tests skip, unless ``LAB_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that a failure.
 """
 
+import colorsys
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from lab import runs
 from lab.app import browser
+from lab.train.distill import default_config, distill
 
 ROOT = Path(__file__).parent.parent
 ARTIFACTS = Path(os.environ.get("LAB_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "browser"
 
 
-@pytest.fixture(scope="module")
-def served(demo_runs, prompt_runs, tmp_path_factory):
-    """The dashboard over the fixture runs (core grid and two prompt-distillation runs), and a browser tab."""
+def need_chromium():
     if browser.chromium_path() is None:
         message = "no Chromium installed (Debian: apt-get install chromium); .ci/run installs it"
         if os.environ.get("LAB_REQUIRE_BROWSER") == "1":
             pytest.fail(f"LAB_REQUIRE_BROWSER=1 but {message}.")
         pytest.skip(message)
+
+
+def misaligned_copy(source: Path, target: Path) -> None:
+    """A copy of a run whose student embeddings are replaced by random unit vectors: a student that aligns
+    poorly with its teacher (the case the old maps drew as a tiny streak)."""
+    shutil.copytree(source, target)
+    with np.load(source / runs.EMBEDDINGS) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    rng = np.random.default_rng(0)
+    for key in ("student_image", "student_text"):
+        noise = rng.normal(size=arrays[key].shape)
+        arrays[key] = (noise / np.linalg.norm(noise, axis=1, keepdims=True)).astype(np.float16)
+    np.savez(target / runs.EMBEDDINGS, **arrays)
+
+
+@pytest.fixture(scope="module")
+def browser_runs(demo_runs, prompt_runs, tmp_path_factory):
+    """The fixture runs (core grid, two prompt-distillation runs), a run with snapshots over training, and a
+    deliberately misaligned copy of a distilled run."""
+    need_chromium()
     root = tmp_path_factory.mktemp("browser-runs")
     for source in (demo_runs, prompt_runs):
         shutil.copytree(source, root, dirs_exist_ok=True)
+    misaligned_copy(demo_runs / "fast-kd-crd+icl+fd-s0", root / "misaligned")
+    distill(default_config(["loss=fd", "data.size=128", "train.steps=10", "train.batch_size=32", "train.warmup=1",
+                            "train.log_every=2", "train.eval_every=1", "eval.per_style=32",
+                            "eval.probe_per_style=32", "eval.snapshot_items=32"]), "snapshots", root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def served(browser_runs):
+    """The dashboard over :func:`browser_runs`, and a browser tab."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with browser.serve(root) as url, browser.browser_page() as tab:
+    with browser.serve(browser_runs) as url, browser.browser_page() as tab:
+        browser.open_page(tab, url, browser.PAGES[0], timeout_ms=300_000)  # cold server and browser: slow once
         yield url, tab
+
+
+PAGES = {p.url_path: p for p in browser.PAGES}
+MAPS = '[data-testid="stVegaLiteChart"]'
+
+
+def hue(css_colour: str) -> float:
+    r, g, b = (int(v) / 255 for v in css_colour[css_colour.index("(") + 1:css_colour.index(")")].split(",")[:3])
+    return 360 * colorsys.rgb_to_hsv(r, g, b)[0]
 
 
 @pytest.mark.parametrize("page", browser.PAGES, ids=lambda p: p.url_path)
@@ -69,9 +111,103 @@ def test_view_settings_survive_a_visit_to_another_page(served):
     url, tab = served
     pages = {p.url_path: p for p in browser.PAGES}
     browser.open_page(tab, url, pages["geometry"])
-    browser.choose(tab, "Colour by", "colour")
+    browser.choose(tab, "Colour by", "colour (its real colour)")
     browser.switch_page(tab, pages["similarity"])
     browser.switch_page(tab, pages["geometry"])
-    assert tab.get_by_role("combobox", name="Colour by", exact=True).input_value() == "colour"
+    assert tab.get_by_role("combobox", name="Colour by", exact=True).input_value() == "colour (its real colour)"
     assert browser.errors_shown(tab) == []
-    assert tab.locator('[data-testid="stAlertContentWarning"]').count() == 0
+    warnings = tab.locator('[data-testid="stAlertContentWarning"]')
+    assert not any("widget" in warnings.nth(i).inner_text() for i in range(warnings.count()))
+
+
+def test_a_poorly_aligned_student_is_drawn_as_large_as_the_teacher(served):
+    url, tab = served
+    browser.open_page(tab, url, PAGES["geometry"])
+    browser.choose(tab, "Run", "misaligned")
+    teacher, student = (np.array(browser.point_centres(tab.locator(MAPS).nth(i))) for i in (0, 1))
+    radius = [np.sqrt(((p - p.mean(axis=0)) ** 2).sum(axis=1).mean()) for p in (teacher, student)]
+    tab.screenshot(path=str(ARTIFACTS / "geometry-misaligned.png"))
+    assert len(teacher) > 100 and len(student) == len(teacher)
+    assert 0.5 < radius[1] / radius[0] < 2, radius
+
+
+def test_colour_legend_shows_each_colour_in_its_own_hue(served):
+    url, tab = served
+    browser.open_page(tab, url, PAGES["geometry"])
+    browser.choose(tab, "Run", "fast-kd-crd+icl+fd-s0")
+    browser.choose(tab, "Colour by", "colour (its real colour)")
+    student = tab.locator(MAPS).nth(1)
+    for _ in range(300):  # until the legend of the new colouring is drawn
+        if browser.legend_fill(student, "purple") is not None:
+            break
+        tab.wait_for_timeout(100)
+    red, purple = (hue(browser.legend_fill(student, name)) for name in ("red", "purple"))
+    assert red < 15 or red > 345, red
+    assert 260 < purple < 300, purple
+
+
+def test_protocols_run_picker_matches_the_chart_after_a_protocol_switch(served):
+    url, tab = served
+    browser.open_page(tab, url, PAGES["protocols"])
+    for protocol in ("domain", "base2novel"):
+        browser.choose(tab, "Protocol", protocol)
+        tab.wait_for_function(f"() => document.querySelector('[data-testid=stPlotlyChart] .gtitle')"
+                              f"?.textContent.endsWith('({protocol})')", timeout=60_000)  # the rerun drew
+        picked = tab.get_by_role("combobox", name="Run", exact=True).input_value()
+        title = tab.locator('[data-testid="stPlotlyChart"] .gtitle').first.text_content()
+        assert title.startswith(f"{picked} ({protocol})"), (picked, title)
+
+
+def test_curve_settings_survive_a_page_round_trip(served):
+    url, tab = served
+    browser.open_page(tab, url, PAGES["curves"])
+    for label, role in (("log y", "checkbox"), ("wall time", "radio")):
+        tab.get_by_text(label, exact=True).click()
+        for _ in range(300):  # until the widget shows the click (the server's rerun may start late under load)
+            if tab.get_by_role(role, name=label).is_checked():
+                break
+            tab.wait_for_timeout(100)
+        tab.wait_for_timeout(1500)  # the server's rerun with the new value starts late under load
+        browser._wait_until_idle(tab)
+    browser.switch_page(tab, PAGES["overview"])
+    browser.switch_page(tab, PAGES["curves"])
+    assert tab.get_by_role("checkbox", name="log y").is_checked()
+    assert tab.get_by_role("radio", name="wall time").is_checked()
+    assert tab.get_by_role("radio", name="step").is_checked() is False
+
+
+def test_training_evolution_plays_at_least_five_frames(served):
+    url, tab = served
+    browser.open_page(tab, url, PAGES["geometry"])
+    browser.choose(tab, "Run", "snapshots")
+    browser.watch_steps(tab)
+    tab.get_by_role("button", name="▶ Play").click()  # the play loop shows each of the ten stored steps in turn
+    seen = browser.steps_seen(tab, at_least=5)
+    assert len(seen) >= 5 and set(seen) <= {str(step) for step in range(1, 11)}, seen
+
+
+def test_broken_tables_leave_the_ablations_page_up_with_a_warning_naming_them(served, demo_runs, tmp_path):
+    _, tab = served
+    shutil.copytree(demo_runs / "_tables", tmp_path / "_tables")
+    (tmp_path / "_tables" / "empty.csv").write_text("")
+    (tmp_path / "_tables" / "half.csv").write_text("row,loss,seeds,hm_mean,hm_std\nno KD,task,0 1,4")
+    with browser.serve(tmp_path) as url:  # a second server over these tables, in the same browser tab
+        browser.open_page(tab, url, PAGES["ablations"], timeout_ms=180_000)
+        tab.screenshot(path=str(ARTIFACTS / "ablations-broken-tables.png"))
+        warnings = " ".join(tab.locator('[data-testid="stAlertContentWarning"]').all_inner_texts())
+        assert "empty.csv" in warnings and "half.csv" in warnings
+        assert tab.locator(PAGES["ablations"].chart).count() >= 1 and browser.errors_shown(tab) == []
+
+
+def test_at_projector_size_every_pages_main_chart_is_fully_visible(served):
+    url, tab = served
+    tab.set_viewport_size({"width": 1024, "height": 768})
+    try:
+        for page in browser.PAGES:
+            browser.open_page(tab, url, page)
+            tab.screenshot(path=str(ARTIFACTS / f"{page.url_path}-1024x768.png"))
+            main = tab.locator(page.chart or '[data-testid="stDataFrame"]')
+            for i in range(2 if page.url_path == "geometry" else 1):  # both map panels
+                assert browser.fully_visible(tab, main.nth(i)), f"{page.url_path}: chart {i} is not fully on screen"
+    finally:
+        tab.set_viewport_size({"width": 1500, "height": 1100})

@@ -14,7 +14,6 @@ from lab.errors import LabError
 from lab.tables import TABLES_DIR
 
 
-
 def runs_root() -> str:
     """The runs folder the dashboard started on (LAB_RUNS_DIR, else runs/): the sidebar box may point at it
     or a folder below it, nothing else."""
