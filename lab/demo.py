@@ -63,7 +63,10 @@ def make_demo_runs(runs_dir: str | Path = "runs", scale: str = "demo") -> list[P
     jobs = demo_jobs()
     ids = [run_id(row, 0, scale) for _, row in jobs]
     started, trained = time.time(), []  # seconds of each run trained in this session, for the ETA
-    for i, ((grid, row), rid) in enumerate(zip(jobs, ids)):
+    done_before = sum(runs.read_run(runs_dir / r).complete for r in ids)
+    if done_before:
+        print(f"{done_before} of {len(ids)} runs finished earlier and are skipped", flush=True)
+    for (grid, row), rid in zip(jobs, ids):
         done = sum(runs.read_run(runs_dir / r).complete for r in ids)
         left = len(ids) - done
         eta = left * sum(trained) / len(trained) if trained else None
