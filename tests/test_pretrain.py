@@ -50,7 +50,7 @@ def test_cli_eval_of_a_run(smoke_run, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["pretrain", "--preset", "huge"], "invalid choice: 'huge'"),
     (["pretrain", "--preset", "smoke", "train.stepz=1"], "Unknown config key 'train.stepz'"),
-    (["eval", "no/such/run"], "Unknown model architecture 'no/such/run'"),
+    (["eval", "no/such/run"], "no/such/run does not exist; pass a run directory"),
     (["eval", "shapes-student", "--teacher", "none", "per_stile=3"], "Unknown config key 'per_stile'"),
 ])
 def test_cli_mistakes_are_one_sentence(argv, message, capsys):
