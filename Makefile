@@ -18,7 +18,7 @@ install: $(STAMP)
 ## make demo: open the dashboard at once (http://localhost:8501) and train the demo runs behind it;
 ## runs appear as they finish, the Overview shows the progress (finished runs are skipped)
 demo: $(STAMP)
-	$(PY) -m lab.demo --serve
+	$(PY) -m lab demo --serve
 
 runs: $(STAMP)
 	$(PY) -m lab demo

@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="one seed of every grid at the demo budget, for the dashboard (skips finished runs)")
     p.add_argument("--fast", action="store_true", help="the seconds-long budget instead (tests)")
     p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
+    p.add_argument("--serve", action="store_true",
+                   help="start the dashboard first and train behind it (what make demo runs)")
+    p.add_argument("--port", type=int, default=8501, help="the dashboard's port with --serve")
     lesson_commands.add_commands(sub)  # lessons, grade
     return parser
 
@@ -167,7 +170,7 @@ def _run_id(args, prefix: str, seed: int) -> str:
 def _writable_runs_dir(runs_dir: str) -> None:
     """A sweep writes runs and then its tables: both folders are checked before the first run."""
     from lab.runs import check_runs_dir
-    from lab.tables import TABLES_DIR
+    from lab.experiments.tables import TABLES_DIR
 
     check_runs_dir(runs_dir)
     check_runs_dir(Path(runs_dir) / TABLES_DIR)
@@ -228,6 +231,11 @@ def _cmd_promptkd(args) -> int:
 
     cfg = apply_overrides(default_config({"method": args.method, "protocol": args.protocol}), args.overrides)
     run_id = _run_id(args, f"{args.method}-{args.protocol}", cfg.train.seed)
+    if cfg.student == "nokd":  # the no-KD student of the same seed, trained first when missing
+        from lab.experiments.grids import NO_KD
+        from lab.experiments.sweep import train_row
+
+        cfg.student = str(train_row(NO_KD, cfg.train.seed, Path(args.runs_dir)))
     path = prompt_distill(cfg, run_id, args.runs_dir, overwrite=args.overwrite, resume=args.resume)
     if not _main_process():
         return 0
@@ -269,8 +277,8 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from lab.grids import check_scale, grid_rows
-    from lab.sweep import sweep
+    from lab.experiments.grids import check_scale, grid_rows
+    from lab.experiments.sweep import sweep
 
     grid_rows(args.grid)  # an unknown grid or scale fails before any work
     scale = "fast" if args.fast else args.scale
@@ -283,7 +291,7 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from lab.bench import MFD_BOTH, format_costs, prompt_step_costs, step_costs
+    from lab.bench.step import MFD_BOTH, format_costs, prompt_step_costs, step_costs
     from lab.losses.objective import RECIPES, parse_terms
     from lab.runs import machine_description
 
@@ -293,7 +301,7 @@ def _cmd_bench(args) -> int:
             parse_terms(name)  # unknown names fail with the valid list
     progress = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     if args.scaling:
-        from lab.bench_scaling import data_throughput, format_scaling, loss_scaling
+        from lab.bench.scaling import data_throughput, format_scaling, loss_scaling
 
         scaling, items_per_s = loss_scaling(device=args.device), data_throughput()
         if args.json:
@@ -303,14 +311,14 @@ def _cmd_bench(args) -> int:
             print(format_scaling(scaling, items_per_s, machine_description()))
         return 0
     if args.cache_key:
-        from lab.bench_cache import cache_key_times, format_key_times
+        from lab.bench.cache import cache_key_times, format_key_times
 
         times = cache_key_times(args.rounds, progress)
         print(json.dumps({"device": machine_description(), "cache_key": times}, indent=2) if args.json
               else format_key_times(times, machine_description()))
         return 0
     if args.shards:
-        from lab.bench_shards import augmented_step_costs, cache_teacher_throughput, format_shard_bench
+        from lab.bench.shards import augmented_step_costs, cache_teacher_throughput, format_shard_bench
 
         step = augmented_step_costs(names[0] if names else "clipkd", args.batch_size, args.rounds, args.steps,
                                     args.device, args.student, args.teacher, progress=progress)
@@ -320,7 +328,7 @@ def _cmd_bench(args) -> int:
               else format_shard_bench(step, throughput, machine_description()))
         return 0
     if args.dashboard:
-        from lab.bench_dashboard import dashboard_times, format_times
+        from lab.bench.dashboard import dashboard_times, format_times
 
         times = dashboard_times(args.rounds, progress=progress)
         print(json.dumps({"device": machine_description(), "dashboard": times}, indent=2) if args.json
@@ -344,7 +352,8 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_cost(args) -> int:
-    from lab.cost import check_writable, cost_table, export_onnx
+    from lab.bench.cost import cost_table
+    from lab.models.onnx import check_writable, export_onnx
     from lab.models import zoo
     from lab.runs import machine_description
 
@@ -410,9 +419,11 @@ def _cmd_presets(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from lab.demo import make_demo_runs
+    from lab.experiments.demo import make_demo_runs, serve_and_train
 
     _writable_runs_dir(args.runs_dir)
+    if args.serve:
+        return serve_and_train(Path(args.runs_dir), "fast" if args.fast else "demo", args.port)
     for table in make_demo_runs(args.runs_dir, "fast" if args.fast else "demo"):
         print(table.read_text())
     print(f"runs ready in {args.runs_dir}; explore them with: streamlit run app.py")

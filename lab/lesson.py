@@ -5,7 +5,7 @@ A notebook starts with a parameters cell and one call::
     PRESET = os.environ.get("LAB_PRESET", "cpu")
     lesson = start(PRESET)
 
-Presets (the training budgets are :data:`lab.grids.SCALES`, the ones ``python -m lab demo`` uses):
+Presets (the training budgets are :data:`lab.experiments.grids.SCALES`, the ones ``python -m lab demo`` uses):
 
 * ``fast`` — seconds per run, only to exercise the code (what CI runs); its numbers mean nothing;
 * ``cpu``  — the ``demo`` budget (200 steps on 4,096 pairs; 400 prompt stage-2 steps), minutes on a
@@ -39,7 +39,7 @@ PROBE_ITEMS = 128  # test items per style the probe scores at each evaluation po
 class Preset:
     name: str
     description: str
-    scale: str  # a key of lab.grids.SCALES
+    scale: str  # a key of lab.experiments.grids.SCALES
     batch: int  # the one batch the from-scratch cells use
     device: str  # "auto", "cpu" or "cuda"
     teacher: str = "shipped"
@@ -108,18 +108,18 @@ class Lesson:
     def clip_run(self, loss: str = "", settings: tuple[str, ...] = (), tag: str = "") -> Path:
         """The no-KD student (``loss=""``) or a student distilled with ``loss`` at this preset's budget.
 
-        The same rows, budgets and run ids as ``python -m lab sweep`` (:func:`lab.sweep.train_row`)."""
-        from lab.grids import NO_KD, Row
-        from lab.sweep import train_row
+        The same rows, budgets and run ids as ``python -m lab sweep`` (:func:`lab.experiments.sweep.train_row`)."""
+        from lab.experiments.grids import NO_KD, Row
+        from lab.experiments.sweep import train_row
 
         row = Row(loss or NO_KD.label, loss, tuple(settings), tag) if loss else NO_KD
         return train_row(row, self.seed, self.runs_dir, self.preset.scale,
                          self._overrides("kd" if loss else "nokd"))
 
     def prompt_run(self, row) -> Path:
-        """A PromptKD / ComKD-CLIP run of a :class:`lab.grids.PromptRow` (e.g. from ``GRIDS["comkd"]``);
+        """A PromptKD / ComKD-CLIP run of a :class:`lab.experiments.grids.PromptRow` (e.g. from ``GRIDS["comkd"]``);
         its student is :meth:`clip_run`'s no-KD student."""
-        from lab.sweep import train_row
+        from lab.experiments.sweep import train_row
 
         return train_row(row, self.seed, self.runs_dir, self.preset.scale,
                          [*self._overrides("prompt"), f"student={self.clip_run()}"])
@@ -132,7 +132,7 @@ class Lesson:
         from lab.data.shapes import ShapesWorld, StreamSpec
         from lab.losses.objective import Embeddings
         from lab.models import zoo
-        from lab.train.distill import load_teacher
+        from lab.models.zoo import load_teacher
 
         torch.manual_seed(self.seed)
         pairs = ShapesWorld(32).sample(StreamSpec(seed=self.seed), 0, n or self.preset.batch)
@@ -237,8 +237,8 @@ def sweep_table(grid: str, rows: tuple[str, ...] = (), seeds: int = 3) -> None:
     machine, one sentence saying where the table is and how to make it."""
     from IPython.display import Markdown, display
 
-    from lab import tables
-    from lab.grids import PromptRow, grid_rows
+    from lab.experiments import tables
+    from lab.experiments.grids import PromptRow, grid_rows
 
     root = Path(os.environ.get("LAB_SWEEP_DIR", DEFAULT_RUNS_DIR.parent))
     prompt = isinstance(grid_rows(grid)[0], PromptRow)
@@ -253,9 +253,9 @@ def sweep_table(grid: str, rows: tuple[str, ...] = (), seeds: int = 3) -> None:
 
 
 def paper_numbers(table: str, value: str = "value", **match) -> dict[str, float]:
-    """Published numbers (:mod:`lab.papers`) of the rows of ``table`` matching ``match``, keyed by the rows'
+    """Published numbers (:mod:`lab.experiments.papers`) of the rows of ``table`` matching ``match``, keyed by the rows'
     first column, printed as "paper" numbers (real data, real CLIP models — not comparable with ShapesWorld)."""
-    from lab import papers
+    from lab.experiments import papers
 
     rows = [r for r in papers.load(table) if all(r.get(k) == v for k, v in match.items())]
     key = next(iter(rows[0])) if rows else None

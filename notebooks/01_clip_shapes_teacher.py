@@ -56,7 +56,7 @@ from lab.lesson import assert_same, check, explore, show_shapes, start
 from lab.data.shapes import PROMPT_TEMPLATES, STYLES, ShapesWorld, StreamSpec, label_space
 from lab.eval import zeroshot
 from lab.eval.suite import encode_images, encode_texts
-from lab.train.distill import load_teacher
+from lab.models.zoo import load_teacher
 from lab.viz import image_grid, similarity_heatmaps, similarity_matrices
 from lab import runs
 from lab.lesson import versus

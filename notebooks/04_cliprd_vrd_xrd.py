@@ -64,7 +64,7 @@ import ipywidgets as widgets
 
 from lab import runs
 from lab.losses import functional as L
-from lab import papers
+from lab.experiments import papers
 from lab.lesson import ranking, sweep_table, versus
 from lab.viz import similarity_heatmaps, similarity_matrices
 

@@ -66,7 +66,7 @@ from lab import runs
 from lab.data.shapes import PROMPT_TEMPLATES, label_space
 from lab.eval.suite import encode_texts
 from lab.eval.zeroshot import class_embeddings
-from lab.grids import GRIDS
+from lab.experiments.grids import GRIDS
 from lab.losses import prompt_kd as K
 from lab.viz import grouped_bars
 
@@ -260,7 +260,7 @@ answer = (z_hat.mean(0) - u_t.mean(0)).abs().sum()
 check("5.3", answer, z_hat=z_hat, u_t=u_t)
 
 # %% [markdown]
-# **Experiment 5.4 (open-ended, not graded).** Does a higher distillation temperature help at this budget? Train PromptKD at τ = 2, 4 and 8 (a row with the setting `temperature=…`, e.g. `lesson.prompt_run(PromptRow("PromptKD τ=4", "promptkd-t4-b2n", (*rows["promptkd-b2n"].settings, "temperature=4")))` with `from lab.grids import PromptRow`), plot base, novel and HM against τ with `grouped_bars`, and say — from your numbers — whether the dark knowledge the slider showed reaches the student.
+# **Experiment 5.4 (open-ended, not graded).** Does a higher distillation temperature help at this budget? Train PromptKD at τ = 2, 4 and 8 (a row with the setting `temperature=…`, e.g. `lesson.prompt_run(PromptRow("PromptKD τ=4", "promptkd-t4-b2n", (*rows["promptkd-b2n"].settings, "temperature=4")))` with `from lab.experiments.grids import PromptRow`), plot base, novel and HM against τ with `grouped_bars`, and say — from your numbers — whether the dark knowledge the slider showed reaches the student.
 
 # %% tags=["experiment"]
 # your experiment

@@ -22,7 +22,7 @@ def smoke_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_runs(tmp_path_factory):
     """The core grid (no-KD student and CLIP-KD recipe) at the fast scale, two seeds, with its tables."""
-    from lab.sweep import sweep
+    from lab.experiments.sweep import sweep
 
     root = tmp_path_factory.mktemp("demo-runs")
     sweep("core", seeds=2, runs_dir=root, scale="fast")

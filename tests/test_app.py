@@ -61,8 +61,8 @@ def test_overview_lists_runs_and_broken_ones(tmp_path, smoke_run):
 
 
 def test_ablations_page_shows_a_prompt_grid_table_with_its_paper_column(tmp_path):
-    from lab.grids import GRIDS, paper_number
-    from lab.tables import PROMPT_COLUMNS, TABLES_DIR, csv_table
+    from lab.experiments.grids import GRIDS, paper_number
+    from lab.experiments.tables import PROMPT_COLUMNS, TABLES_DIR, csv_table
 
     records = []
     for i, row in enumerate(GRIDS["comkd"]):

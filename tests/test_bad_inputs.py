@@ -325,8 +325,8 @@ def test_eval_takes_both_forms_of_its_keys(smoke_run, capsys):
 
 
 def test_a_broken_run_makes_its_row_incomplete_not_silently_shorter(tmp_path, capsys):
-    from lab.grids import CLIPKD, NO_KD, run_id
-    from lab.tables import write_tables
+    from lab.experiments.grids import CLIPKD, NO_KD, run_id
+    from lab.experiments.tables import write_tables
 
     for row in (NO_KD, CLIPKD):
         for seed in (0, 1):

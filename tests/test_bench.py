@@ -2,7 +2,7 @@
 
 import json
 
-from lab.bench import budget_of, prompt_step_costs, step_costs
+from lab.bench.step import budget_of, prompt_step_costs, step_costs
 from lab.cli import main
 
 
@@ -42,7 +42,7 @@ def test_prompt_step_costs_time_every_method_against_one_reference():
 
 
 def test_loss_scaling_and_data_throughput(capsys):
-    from lab.bench_scaling import data_throughput, loss_scaling
+    from lab.bench.scaling import data_throughput, loss_scaling
 
     costs = loss_scaling(["crd", "gd"], batch_sizes=(8, 16), widths=(4,), repeats=1)
     assert [(c.name, c.batch_size, c.width) for c in costs] == [("crd", 8, 4), ("gd", 8, 4), ("crd", 16, 4),

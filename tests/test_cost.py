@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from lab import cost
+from lab.bench import cost
 from lab.cli import main
 from lab.errors import LabError
-from lab.models import zoo
+from lab.models import onnx, zoo
 
 
 def _hand_flops(cfg: dict) -> tuple[int, int]:
@@ -60,10 +60,10 @@ def test_latency_on_gpu():
 
 
 def test_onnx_export_matches_pytorch(tmp_path):
-    result = cost.export_onnx(zoo.load("shapes-student"), tmp_path / "onnx")
+    result = onnx.export_onnx(zoo.load("shapes-student"), tmp_path / "onnx")
     for name in ("image_encoder", "text_encoder"):
         assert (tmp_path / "onnx" / f"{name}.onnx").stat().st_size == result[name]["bytes"] > 0
-        assert result[name]["max_abs_diff"] <= cost.ONNX_TOLERANCE
+        assert result[name]["max_abs_diff"] <= onnx.ONNX_TOLERANCE
     assert result["max_abs_diff"] <= 1e-4 and result["items"] == 8
 
 

@@ -9,8 +9,8 @@ from lab import runs
 from lab.cli import main
 from lab.errors import LabError
 from lab.models import zoo
-from lab.sweep import sweep
-from lab.tables import TABLES_DIR, collect, gap_closed
+from lab.experiments.sweep import sweep
+from lab.experiments.tables import TABLES_DIR, collect, gap_closed
 from lab.train.cache import TeacherCache, cache_key
 from lab.train.distill import default_config, distill
 
@@ -164,8 +164,8 @@ def test_sweep_resumes_and_tabulates(demo_runs, capsys):
 
 def test_demo_fast_makes_every_grid_with_every_row(tmp_path, capsys):
     """`python -m lab demo --fast`: one seed of every grid, each table with every row; a second call skips all."""
-    from lab.demo import DEMO_GRIDS
-    from lab.grids import GRIDS
+    from lab.experiments.demo import DEMO_GRIDS
+    from lab.experiments.grids import GRIDS
 
     assert main(["demo", "--fast", "--runs-dir", str(tmp_path)]) == 0
     for grid in DEMO_GRIDS:

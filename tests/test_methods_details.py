@@ -47,7 +47,7 @@ def test_cliprd_official_projects_the_student_before_the_task_loss_and_hrd():
 
 
 def test_cliprd_rows_say_their_vrd_xrd_weights_are_the_labs():
-    from lab.grids import grid_rows
+    from lab.experiments.grids import grid_rows
 
     rows = [r for r in grid_rows("cliprd") if "vrd" in r.loss or "xrd" in r.loss]
     assert rows and all("lab's weight" in r.label for r in rows)

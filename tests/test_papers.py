@@ -1,6 +1,6 @@
 import pytest
 
-from lab import papers
+from lab.experiments import papers
 from lab.errors import LabError
 
 

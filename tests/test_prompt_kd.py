@@ -159,18 +159,21 @@ def test_stage_two_trains_only_prompts_projector_and_edu_attention(method):
 
 
 def test_default_student_is_the_no_kd_run_of_the_same_seed(smoke_run, tmp_path):
-    """``student=nokd`` (the default) resolves to ``<runs>/nokd-s<seed>`` through the sweep's own training call."""
+    """``student=nokd`` (the default) names ``<runs>/nokd-s<seed>``; missing, it says how to train it."""
     import shutil
 
+    from lab.errors import LabError
     from lab.train.prompt_distill import _student_spec, default_config
 
-    shutil.copytree(smoke_run, tmp_path / "nokd-s3")  # a finished run there is reused, not retrained
+    with pytest.raises(LabError, match="needs the finished no-KD run .*nokd-s3"):
+        _student_spec(default_config(["train.seed=3"]), tmp_path)
+    shutil.copytree(smoke_run, tmp_path / "nokd-s3")  # a finished run there is used, not retrained
     assert _student_spec(default_config(["train.seed=3"]), tmp_path) == str(tmp_path / "nokd-s3")
     assert _student_spec(default_config(["student=shapes-student"]), tmp_path) == "shapes-student"
 
 
 def test_paired_differences_match_seeds_and_protocols():
-    from lab.tables import paired_differences
+    from lab.experiments.tables import paired_differences
 
     def record(row, protocol, seeds, scores):
         return {"row": row, "protocol": protocol, "seeds": seeds, "per_seed": {"score": scores}}

@@ -243,7 +243,7 @@ def test_tensorboard_event_file_holds_every_logged_key(shards, tmp_path):
 
 
 def test_bench_shards_rows_are_measured_side_by_side():
-    from lab.bench_shards import augmented_step_costs, cache_teacher_throughput, format_shard_bench
+    from lab.bench.shards import augmented_step_costs, cache_teacher_throughput, format_shard_bench
 
     step = augmented_step_costs("fd", batch_size=16, rounds=1, steps=1, progress=lambda m: None)
     throughput = cache_teacher_throughput(images=16, per_shard=8, crops=2, batch_size=16, workers=1, rounds=1,

@@ -7,7 +7,7 @@ import streamlit as st
 
 from lab import viz
 from lab.app import data, explain
-from lab.grids import GRIDS, SCALES, PromptRow
+from lab.experiments.grids import GRIDS, SCALES, PromptRow
 
 METRICS = {"HM": "hm", "top-1": "top1", "gap closed %": "gap_closed", "image→text R@1": "retrieval_i2t_r1",
            "CKA (image)": "cka_image", "student (the protocol's metric)": "score", "base": "base", "novel": "novel",

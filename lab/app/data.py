@@ -11,7 +11,7 @@ import streamlit as st
 from lab import runs, viz
 from lab.eval.probe import read_snapshots
 from lab.errors import LabError
-from lab.tables import TABLES_DIR
+from lab.experiments.tables import TABLES_DIR
 
 
 def runs_root() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lab import runs
-from lab.grids import SCALES
+from lab.experiments.grids import SCALES
 from lab.train.checkpoint import _flat
 
 INTROS = {
@@ -70,7 +70,7 @@ def geometry_glossary(summary: dict) -> list[dict]:
 
 
 def budget_of(run: runs.Run) -> str:
-    """``fast``, ``demo`` or ``full``: the budget of :data:`lab.grids.SCALES` whose steps and data size the run used."""
+    """``fast``, ``demo`` or ``full``: the budget of :data:`lab.experiments.grids.SCALES` whose steps and data size the run used."""
     settings = _flat(run.config.get("config", {}))
     for scale in ("fast", "demo"):
         clip_rows, prompt_rows = SCALES[scale]

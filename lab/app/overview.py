@@ -11,7 +11,7 @@ import streamlit as st
 from lab import runs
 from lab.app import data, explain, pages
 from lab.app.protocols import protocol_of
-from lab.demo import read_progress
+from lab.experiments.demo import read_progress
 
 # Shown first, so that at 1500 px the headline numbers are on screen without scrolling.
 KEY_METRICS = ("hm", "teacher/hm", "top1", "base", "novel", "retrieval/i2t_r1", "retrieval/t2i_r1",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lab import runs
 from lab.errors import LabError
-from lab.grids import NO_KD
+from lab.experiments.grids import NO_KD
 from lab.lesson import DEFAULT_RUNS_DIR
 
 # A finished run is reused from its summary, metrics and embeddings, so checkpoints (40 MB each) stay out —

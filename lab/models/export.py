@@ -126,7 +126,7 @@ def export_open_clip(run_path: str | Path, out_dir: str | Path, onnx: bool = Fal
         "created": time.strftime("%Y-%m-%d"), "versions": run.config.get("versions"),
     }
     if onnx:
-        from lab.cost import export_onnx
+        from lab.models.onnx import export_onnx
 
         card["onnx"] = export_onnx(student, out / "onnx")
     runs.atomic_write_json(out / "model_card.json", card)

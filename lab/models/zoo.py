@@ -258,3 +258,10 @@ def shipped_teacher(device: str = "cpu") -> ClipModel:
         raise LabError(f"The shipped teacher {SHIPPED_TEACHER} is missing; restore it with git or rebuild it "
                        f"with `python -m lab pretrain --preset teacher`.")
     return load_weights(SHIPPED_TEACHER, device=device)
+
+
+def load_teacher(spec: str, device: str) -> ClipModel:
+    """A frozen teacher (eval mode, no gradients): ``shipped`` or any spec :func:`load` reads."""
+    teacher = shipped_teacher(device) if spec == "shipped" else load(spec, device=device)
+    teacher.model.eval().requires_grad_(False)
+    return teacher

@@ -78,12 +78,6 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise LabError(f"Unknown {key} '{value}'; choose one of: {', '.join(choices)}.")
 
 
-def load_teacher(spec: str, device: str):
-    teacher = zoo.shipped_teacher(device) if spec == "shipped" else zoo.load(spec, device=device)
-    teacher.model.eval().requires_grad_(False)
-    return teacher
-
-
 class DistillStep:
     """One distillation forward: the student's embeddings, the teacher's (cached or live), the objective's terms.
 
@@ -158,7 +152,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     check_shards(cfg.data)  # webdataset settings and files, before any model is loaded
     device, ctx = start_processes(cfg.train)
     seed_everything(cfg.train.seed)
-    teacher = load_teacher(cfg.teacher, str(device))
+    teacher = zoo.load_teacher(cfg.teacher, str(device))
     student = zoo.load(cfg.student, device=str(device))
     objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant,
                           projection_point=cfg.projection).to(device)

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lab import runs
 from lab.config import apply_overrides, to_dict
 from lab.data.pairs import DataConfig, build_pairs, in_order, step_batches
 from lab.data.shapes import PROMPT_TEMPLATES, STYLES, LabelSpace, label_space
@@ -53,7 +54,7 @@ class PromptDistillConfig:
     method: str = "comkd"
     protocol: str = "base2novel"
     teacher: str = "shipped"
-    student: str = "nokd"  # "nokd": the lab's no-KD student run of the same seed (trained if missing)
+    student: str = "nokd"  # "nokd": the lab's no-KD student run of the same seed, <runs>/nokd-s<seed>
     label_space: str = "colour_shape"  # the student's label space (the target under ``cross``)
     source_space: str = "colour_shape"  # cross: the label space the teacher is tuned on
     source_style: str = "plain"  # domain: the style the teacher is tuned and the student distilled on
@@ -176,12 +177,16 @@ class StageTwoStep:
 
 
 def _student_spec(cfg: PromptDistillConfig, runs_dir: Path) -> str:
+    """``student=nokd`` names the finished no-KD run of the same seed, ``<runs>/nokd-s<seed>``; the
+    experiment layer (``python -m lab promptkd``, the sweep) trains it first when it is missing."""
     if cfg.student != "nokd":
         return cfg.student
-    from lab.grids import NO_KD
-    from lab.sweep import train_row
-
-    return str(train_row(NO_KD, cfg.train.seed, runs_dir))
+    path = Path(runs_dir) / f"nokd-s{cfg.train.seed}"
+    if not runs.read_run(path).complete:
+        raise LabError(f"student=nokd needs the finished no-KD run {path}; train it with `python -m lab promptkd` "
+                       f"(which trains it first) or `python -m lab pretrain --name nokd-s{cfg.train.seed}`, "
+                       "or name a student with student=RUN_DIR.")
+    return str(path)
 
 
 @torch.no_grad()

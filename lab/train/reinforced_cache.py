@@ -246,7 +246,7 @@ class CacheTeacherConfig:
 def run(cfg: CacheTeacherConfig, progress=print) -> dict:
     """Cache every shard's teacher embeddings (this rank's shards under torchrun); returns the counts."""
     from lab.data.shards import CORRUPT_POLICIES, shard_paths
-    from lab.train.distill import load_teacher
+    from lab.models.zoo import load_teacher
     from lab.train.loop import resolve_device
 
     if cfg.data.corrupt not in CORRUPT_POLICIES:

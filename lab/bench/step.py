@@ -21,7 +21,8 @@ from lab.data.shapes import label_space
 from lab.losses.objective import RECIPES, TERMS, Objective
 from lab.models import zoo
 from lab.train.cache import teacher_embeddings
-from lab.train.distill import DistillStep, load_teacher
+from lab.models.zoo import load_teacher
+from lab.train.distill import DistillStep
 from lab.train.loop import autocast as _autocast, resolve_device, timed
 
 # MFD with the other terms on full images and a second, masked forward (distill's mfd_input=both).

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lab.bench import StepCost, _median_step_times, budget_of
+from lab.bench.step import StepCost, _median_step_times, budget_of
 from lab.data.shards import Augmentation, ShardStream, shapes_shards, shard_paths
 from lab.data.shapes import Batch, label_space
 from lab.losses.objective import Objective
 from lab.models import zoo
-from lab.train.distill import DistillStep, load_teacher
+from lab.models.zoo import load_teacher
+from lab.train.distill import DistillStep
 from lab.train.loop import resolve_device, timed
 from lab.train.reinforced_cache import ShardTeacher, cache_teacher, embed_chunk
 

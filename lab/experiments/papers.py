@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lab.errors import LabError
 
-PAPERS_DIR = Path(__file__).resolve().parents[1] / "data" / "papers"
+PAPERS_DIR = Path(__file__).resolve().parents[2] / "data" / "papers"
 TABLES = {path.stem: path for path in sorted(PAPERS_DIR.glob("*.csv"))}
 
 

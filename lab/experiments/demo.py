@@ -1,12 +1,12 @@
 """``python -m lab demo``: produce the embedded-default runs the dashboard shows; ``make demo``: watch them arrive.
 
 One seed of every grid (``clipkd``, ``cliprd``, ``comkd``) at the ``demo`` budget of
-:mod:`lab.grids` — minutes on a laptop CPU, rougher numbers than the README's three-seed
+:mod:`lab.experiments.grids` — minutes on a laptop CPU, rougher numbers than the README's three-seed
 tables at the full budget. ``--fast`` runs the same grids at the seconds-long ``fast``
 budget (for tests). Finished runs are skipped, so running it again costs nothing; an
 interrupted run is redone from scratch.
 
-``python -m lab.demo --serve`` (what ``make demo`` runs) starts the dashboard first and
+``python -m lab demo --serve`` (what ``make demo`` runs) starts the dashboard first and
 trains behind it: the no-KD student and the CLIP-KD recipe first (so a finished run is
 there within minutes), then the rest. Progress (runs done / total, the run training now,
 an ETA) is written atomically to ``<runs>/_demo/progress.json``, which the Overview shows;
@@ -15,7 +15,6 @@ each run appears in the dashboard when its ``summary.json`` is written (atomical
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,9 +23,9 @@ import time
 from pathlib import Path
 
 from lab import runs
-from lab.grids import grid_rows, run_id
-from lab.sweep import train_row
-from lab.tables import write_tables
+from lab.experiments.grids import grid_rows, run_id
+from lab.experiments.sweep import train_row
+from lab.experiments.tables import write_tables
 
 DEMO_GRIDS = ("clipkd", "cliprd", "comkd")
 PROGRESS = Path("_demo") / "progress.json"
@@ -85,7 +84,7 @@ def make_demo_runs(runs_dir: str | Path = "runs", scale: str = "demo") -> list[P
 
 def serve_and_train(runs_dir: Path, scale: str, port: int) -> int:
     """Start the dashboard, train the demo runs behind it, then keep serving until interrupted."""
-    command = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve().parents[1] / "app.py"),
+    command = [sys.executable, "-m", "streamlit", "run", str(Path(__file__).resolve().parents[2] / "app.py"),
                "--server.address", "localhost", "--server.port", str(port), "--server.headless", "true",
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -104,22 +103,3 @@ def serve_and_train(runs_dir: Path, scale: str, port: int) -> int:
         if server.poll() is None:
             server.terminate()
             server.wait(timeout=10)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--serve", action="store_true", help="start the dashboard first and train behind it")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--fast", action="store_true", help="the seconds-long fast budget (numbers meaningless)")
-    parser.add_argument("--port", type=int, default=8501)
-    args = parser.parse_args(argv)
-    scale = "fast" if args.fast else "demo"
-    if args.serve:
-        return serve_and_train(args.runs_dir, scale, args.port)
-    for table in make_demo_runs(args.runs_dir, scale):
-        print(f"wrote {table}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

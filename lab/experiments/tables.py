@@ -1,6 +1,6 @@
 """Results tables of a grid: mean ± std over seeds, teacher gap closed, geometry, wall time, the paper's number.
 
-Written by ``lab.sweep`` to ``runs/_tables/<scale->grid>.md`` and ``.csv``; the dashboard
+Written by ``lab.experiments.sweep`` to ``runs/_tables/<scale->grid>.md`` and ``.csv``; the dashboard
 reads the CSVs. Every number is the last step's.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lab import runs
-from lab.grids import NO_KD, PromptRow, grid_rows, paper_number, run_id, scale_prefix
+from lab.experiments.grids import NO_KD, PromptRow, grid_rows, paper_number, run_id, scale_prefix
 
 TABLES_DIR = "_tables"
 

@@ -1,4 +1,4 @@
-"""Training a named grid (:mod:`lab.grids`) over seeds, then writing its tables (:mod:`lab.tables`).
+"""Training a named grid (:mod:`lab.experiments.grids`) over seeds, then writing its tables (:mod:`lab.experiments.tables`).
 
 ``python -m lab sweep --grid clipkd --seeds 3`` trains every row of the grid for
 seeds 0 … K−1 (skipping runs that finished earlier, so an interrupted sweep resumes),
@@ -15,8 +15,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lab import runs
-from lab.grids import NO_KD, SCALES, PromptRow, Row, check_scale, grid_rows, run_id
-from lab.tables import write_tables
+from lab.experiments.grids import NO_KD, SCALES, PromptRow, Row, check_scale, grid_rows, run_id
+from lab.experiments.tables import write_tables
 
 
 def train_row(row: Row, seed: int, runs_dir: Path, scale: str = "full", overrides: Sequence[str] = ()) -> Path:
@@ -33,7 +33,7 @@ def train_row(row: Row, seed: int, runs_dir: Path, scale: str = "full", override
         from lab.train.prompt_distill import default_config as prompt_config, prompt_distill
 
         settings = [*row.settings, f"train.seed={seed}", *prompt_budget, *overrides]
-        if scale != "full":  # the no-KD run of the same seed and scale is the student
+        if not any(s.startswith("student=") for s in settings):  # the no-KD run of the same seed and scale
             settings.append(f"student={train_row(NO_KD, seed, runs_dir, scale)}")
         prompt_distill(prompt_config(settings), rid, runs_dir, overwrite=path.exists())
         return path

@@ -1,8 +1,8 @@
 """The named ablation grids, their budgets ("scales"), run ids, and the papers' number beside each row.
 
 A grid is a list of rows: :class:`Row` (the no-KD student or a distillation objective)
-or :class:`PromptRow` (a prompt-distillation setting). ``lab.sweep`` trains them and
-``lab.tables`` tabulates them.
+or :class:`PromptRow` (a prompt-distillation setting). ``lab.experiments.sweep`` trains them and
+``lab.experiments.tables`` tabulates them.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ GRIDS: dict[str, list] = {
     # The headline pair alone (the same runs as comkd's first two rows), for a many-seed paired comparison.
     "promptkd-vs-comkd": _comkd_grid()[:2],
 }
-# The papers' published number beside a row (lab.papers; sources in data/papers/SOURCES.md): the authors'
+# The papers' published number beside a row (lab.experiments.papers; sources in data/papers/SOURCES.md): the authors'
 # result on real data, shown in its own labelled column and never mixed into the lab's columns.
 _CLIPKD_T1 = {"nokd": "student", "kd-crd": "+CRD", "kd-fd": "+FD", "kd-mfd": "+MFD", "kd-mfd-both": "+MFD",
               "kd-gd": "+GD", "kd-icl": "+ICL", "kd-afd": "+AFD", "kd-fd+icl": "+FD+ICL",
@@ -126,7 +126,7 @@ PAPER_REFERENCES["promptkd-vs-comkd"] = PAPER_REFERENCES["comkd"]
 
 def paper_number(grid: str, row) -> tuple[float | None, str]:
     """The published number the papers give for this row of ``grid`` and its label, or (None, "")."""
-    from lab import papers
+    from lab.experiments import papers
 
     reference = PAPER_REFERENCES.get(grid, {}).get(row.slug)
     if reference is None:
