@@ -299,9 +299,10 @@ def test_exported_lesson_draws_every_figure_offline_in_chromium(path, executed, 
 
     page = tmp_path / f"{path.stem}.html"
     page.write_text(export.notebook_html(executed[path.stem]), encoding="utf-8")
+    export.copy_mathjax(tmp_path)
     html = page.read_text()
-    external = re.findall(r'<script[^>]*src="(https?://[^"]+)"', html)
-    assert all("mathjax" in url for url in external), external  # MathJax typesets when online, TeX shows offline
+    external = re.findall(r'<(?:script|link)[^>]*(?:src|href)="(https?://[^"]+)"', html)
+    assert not external, external
     assert "require.js" not in html
     plotly, vega = html.count('class="lab-figure lab-plotly"'), html.count('class="lab-figure lab-vega"')
     assert plotly >= 1
@@ -314,7 +315,15 @@ def test_exported_lesson_draws_every_figure_offline_in_chromium(path, executed, 
     assert drawn == [True] * (plotly + vega)
     body = tab.inner_text("body")
     assert "Error loading script" not in body and "Figure error" not in body
-    assert all("mathjax" in url for url in tab.blocked), tab.blocked
+    # the equations are typeset by the local MathJax: no TeX source left in the text, no math error
+    markdown = "\n".join(c.source for c in executed[path.stem].cells if c.cell_type == "markdown")
+    has_math = re.search(r"\$[^$\n]+\$", markdown) is not None
+    tab.wait_for_function("window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0 && "
+                          f"document.querySelectorAll('.MathJax, .MathJax_Display').length >= {int(has_math)}",
+                          timeout=60_000)
+    body = tab.inner_text("body")
+    assert "\\frac" not in body and "\\lVert" not in body and "Math Processing Error" not in body
+    assert tab.blocked == [], tab.blocked
 
 
 # ---------------------------------------------------------------------- make lab

@@ -2,29 +2,44 @@
 
 nbconvert's ``lab`` template, plus plotly.js put into the page once (the Altair charts carry their own
 vega bundle, :mod:`lab.lessons.offline`), and without the template's require.js from a CDN. Equations are
-typeset by MathJax when the page can reach its CDN; offline they show as TeX source.
+typeset by MathJax 2 from the ``mathjax/`` folder written beside the pages (the static files the
+``jupyter-server-mathjax`` package ships), so a page needs no network for its figures or its maths.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
 
 from lab.lessons import offline
 
+MATHJAX_DIR = "mathjax"  # beside the exported pages
+MATHJAX_URL = f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
 REQUIRE_JS = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/require\.js/[^"]*"></script>\n?')
 
 
+def copy_mathjax(out: Path) -> Path:
+    """MathJax 2's static files in ``out/mathjax/`` (about 10 MB, copied once), for pages exported into ``out``."""
+    import jupyter_server_mathjax
+
+    target = Path(out) / MATHJAX_DIR
+    if not (target / "MathJax.js").is_file():
+        shutil.copytree(Path(jupyter_server_mathjax.__file__).parent / "static", target, dirs_exist_ok=True)
+    return target
+
+
 def notebook_html(notebook) -> str:
-    """One executed notebook as an HTML page that draws every figure with no network."""
+    """One executed notebook as an HTML page that draws every figure with no network; its equations need
+    :func:`copy_mathjax` into the page's folder."""
     from nbconvert import HTMLExporter
 
     notebook = copy.deepcopy(notebook)
     notebook.metadata.pop("widgets", None)  # the sliders' state: static HTML cannot run them (and would load a CDN)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
+    body, _ = HTMLExporter(template_name="lab", mathjax_url=MATHJAX_URL).from_notebook_node(notebook)
     body = REQUIRE_JS.sub("", body)
     if "lab-plotly" in body:
         body = body.replace("</head>", offline.plotly_bundle() + "\n</head>", 1)
@@ -35,6 +50,7 @@ def export(paths: list[Path], out: Path) -> list[Path]:
     """Write ``out/NAME.html`` for each executed notebook in ``paths``; returns the pages written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    copy_mathjax(out)
     written = []
     for path in paths:
         page = out / f"{Path(path).stem}.html"
