@@ -43,7 +43,7 @@ class Preset:
     batch: int  # the one batch the from-scratch cells use
     device: str  # "auto", "cpu" or "cuda"
     teacher: str = "shipped"
-    eval_every: int = 0  # CLIP runs: the trainers' cheap probe (lab.eval.probe) every this many steps, for the curves
+    eval_every: int = 0  # the trainers' cheap probe (lab.eval.probe, the prompt trainer's own) every this many steps
 
 
 PRESETS = {
@@ -99,7 +99,7 @@ class Lesson:
 
     def _overrides(self, kind: str) -> list[str]:
         out = [f"train.device={self.device}"]
-        if self.preset.eval_every and kind != "prompt":  # the prompt trainer has no probe
+        if self.preset.eval_every:  # the trainers' cheap probe, for the curves
             out += [f"train.eval_every={self.preset.eval_every}", f"eval.probe_per_style={PROBE_ITEMS}"]
         if self.teacher != "shipped":
             out.append(f"reference_teacher={self.teacher}" if kind == "nokd" else f"teacher={self.teacher}")

@@ -187,8 +187,13 @@ print('EduAttention α after training:', ', '.join(f'{label} {a:.3f}' for label,
 lesson.caveat()
 grouped_bars(bars)
 
+# %% [markdown]
+# The stage-2 curves: each point is the student's HM (base and novel classes on the plain style) on the
+# trainer's small probe subset, every 20 steps of the cpu preset. A curve that peaks and falls says the
+# student over-fits the teacher's base-class knowledge; read where each one peaks and where it ends.
+
 # %%
-lesson.curves(trained, "kl")
+lesson.curves(trained, "eval/hm")
 
 # %% [markdown]
 # ## Summary

@@ -99,7 +99,7 @@ def test_prompt_distillation_protocols(settings, headline, terms, smoke_run, tmp
     from lab import runs
     from lab.train.prompt_distill import default_config, prompt_distill
 
-    cfg = default_config([f"student={smoke_run}", *SMOKE, *settings])
+    cfg = default_config([f"student={smoke_run}", *SMOKE, *settings, "train.eval_every=2", "eval.probe_per_style=8"])
     run = runs.read_run(prompt_distill(cfg, "run", tmp_path_factory.mktemp("prompt")))
     assert run.complete, run.problems
     assert run.summary["headline"] == headline
@@ -108,6 +108,8 @@ def test_prompt_distillation_protocols(settings, headline, terms, smoke_run, tmp
     logged = run.metrics()
     assert any("stage1/ce" in r and "stage1/text_l1" in r for r in logged)  # PromptSRC consistency is on
     assert any(terms <= set(r) for r in logged)
+    # the stage-2 probe: the headline numbers on a small test subset every train.eval_every steps, for the curves
+    assert [r["step"] for r in logged if f"eval/{headline}" in r] == [2, 4]
 
 
 def test_tuned_teacher_prompts_are_cached_per_setting(smoke_run, tmp_path):

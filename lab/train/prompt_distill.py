@@ -271,10 +271,29 @@ def prompt_distill(cfg: PromptDistillConfig, run_id: str, runs_dir: str | Path =
             writer.save_checkpoint(training_state(trainer, {"student": _trainable_state(student)}, to_dict(cfg),
                                                   teacher_prompts=teacher.prompt_state(), classes=classes.cpu()))
 
-    student.train()
-    student.clip.model.eval()
+    def train_mode():
+        student.train()
+        student.clip.model.eval()  # the CLIP stays frozen (its BatchNorm-free towers, its dropout off)
+
+    probe_set = None  # every train.eval_every steps: the student's headline numbers on a small fixed test subset
+    if cfg.train.eval_every and cfg.eval.per_style and ctx.is_main:
+        probe_set = evaluation_set(replace(cfg.eval, per_style=min(cfg.eval.probe_per_style, cfg.eval.per_style)),
+                                   student_clip.image_size)
+
+    @torch.no_grad()
+    def probe(step):
+        if probe_set is None:
+            return None
+        student.eval()
+        scores = _scores(lambda x: student.logits(student.features(x), classes), probe_set,
+                         student_clip.image_tensor, space, device)
+        train_mode()
+        return {f"eval/{k}": v for k, v in _headlines(scores, cfg).items()}
+
+    train_mode()
     stats = trainer.fit(step_batches(unlabelled, cfg.train.batch_size, cfg.train.steps, cfg.train.seed, trainer.step,
-                                     shard=(ctx.rank, ctx.world_size)), step_fn, checkpoint=save)
+                                     shard=(ctx.rank, ctx.world_size)), step_fn,
+                        every={cfg.train.eval_every: probe}, checkpoint=save)
     if not ctx.is_main:
         return writer.path
     student.eval()
