@@ -34,6 +34,9 @@ from lab.data.shapes import COLOUR_NAMES, COLOURS, SHAPES, SIZES, STYLES, Shapes
 from lab.eval.geometry import knn_overlap_per_item
 
 FACTOR_NAMES = {"shape": SHAPES, "colour": COLOUR_NAMES, "size": SIZES, "style": STYLES}
+# The maps carry their points inline; Altair refuses over 5,000 rows by default, and a run's whole
+# evaluation set (5,120 items, or 10,240 with captions) is a map the Geometry page offers.
+alt.data_transformers.disable_max_rows()
 
 
 def pca_2d(x: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The shared figures' numerics: projections, alignment, similarity matrices."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lab import viz
@@ -99,3 +100,18 @@ def test_neighbourhood_agreement_per_item():
     emb["student_image"] = rng.normal(size=(40, 8))
     assert viz.neighbourhood_agreement(emb, k=5).mean() < 0.5
     assert 3 not in viz.neighbours_of(emb, 3, "teacher", k=5)
+
+
+def test_a_map_of_a_whole_evaluation_set_is_drawn():
+    """The Geometry page offers every item of a run (5,120 of them, 10,240 points with captions); Altair's
+    default 5,000-row limit made that view an error."""
+    from lab.data.shapes import COLOUR_NAMES, SHAPES
+
+    n, rng = 10_240, np.random.default_rng(0)
+    points = pd.DataFrame({"item": np.arange(n) % 5_120, "modality": np.repeat(["image", "text"], n // 2),
+                           "caption": "a red star", "neighbourhood": rng.random(n),
+                           "teacher_x": rng.normal(size=n), "teacher_y": rng.normal(size=n),
+                           "shape": rng.choice(SHAPES, n), "colour": rng.choice(COLOUR_NAMES, n),
+                           "class": "red star", "style": "plain", "size": "small", "split": "base"})
+    spec = viz.map_panel(points, "teacher", "class").to_dict()
+    assert len(next(iter(spec["datasets"].values()))) == n
