@@ -121,7 +121,7 @@ RANGES = {
     ("DataConfig", "augmentations"): NON_NEGATIVE,
     ("EvalConfig", "seed"): SEED, ("EvalConfig", "per_style"): NON_NEGATIVE, ("EvalConfig", "batch_size"): _at_least(1),
     ("EvalConfig", "geometry_k"): _at_least(1), ("EvalConfig", "probe_per_style"): NON_NEGATIVE,
-    ("EvalConfig", "snapshot_items"): NON_NEGATIVE,
+    ("EvalConfig", "snapshot_items"): NON_NEGATIVE, ("EvalConfig", "val_per_style"): NON_NEGATIVE,
     ("StageOneConfig", "shots"): _at_least(1), ("StageOneConfig", "length"): _at_least(1),
     ("StageOneConfig", "depth"): _at_least(1), ("StageOneConfig", "steps"): _at_least(1),
     ("StageOneConfig", "batch_size"): _at_least(1), ("StageOneConfig", "lr"): POSITIVE,

@@ -5,11 +5,16 @@ zero-shot top-1 / base / novel / HM per style with the prompt ensemble; retrieva
 R@1/5/10 both ways on the plain style (a hit is any item with the identical
 canonical caption); and, given a reference teacher, the geometry metrics. It also
 returns the embeddings that ``embeddings.npz`` stores for the dashboard.
+
+With ``eval.val_per_style`` > 0 the student is also scored on a validation set of that many
+images per style — the ShapesWorld "val" split, a seed stream disjoint from the test split's but
+drawn from the same distribution — into ``val/...`` keys of ``summary.json``. Selections (the
+weights ``python -m lab tune`` picks) read only ``val/...``; the test keys are only reported.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -35,13 +40,19 @@ class EvalConfig:
     probe_per_style: int = 256  # every train.eval_every steps: a small subset scored (lab.eval.probe)
     snapshot_items: int = 256  # ... and this many plain items' embeddings stored in snapshots.npz
     benchmarks: str = ""  # real data, after training: specs joined by ';' (lab.eval.benchmarks), into summary.json
+    val_per_style: int = 0  # > 0: also score this many validation-split images per style, into val/... keys
 
 
-def evaluation_set(cfg: EvalConfig, image_size: int = 32) -> Batch:
-    """The fixed test set: the same images for every run evaluated with the same config."""
+def evaluation_set(cfg: EvalConfig, image_size: int = 32, split: str = "test") -> Batch:
+    """The fixed test set (or, with ``split="val"``, validation set): the same images for every run with the same config."""
     world = ShapesWorld(image_size)
-    return Batch.concat([world.sample(StreamSpec(seed=cfg.seed, split="test", styles=(style,)), 0, cfg.per_style)
+    return Batch.concat([world.sample(StreamSpec(seed=cfg.seed, split=split, styles=(style,)), 0, cfg.per_style)
                          for style in STYLES])
+
+
+def validation_set(cfg: EvalConfig, image_size: int = 32) -> Batch:
+    """``val_per_style`` images of each style from the "val" split: disjoint from the test set, same distribution."""
+    return evaluation_set(replace(cfg, per_style=cfg.val_per_style), image_size, split="val")
 
 
 @torch.no_grad()
@@ -118,6 +129,10 @@ def evaluate(clip, cfg: EvalConfig | None = None, teacher=None, batch: Batch | N
     space = label_space(cfg.label_space)
     student = Embedded.of(clip, batch, space.classnames, cfg.batch_size)
     metrics = score(student, batch, cfg.label_space)
+    if cfg.val_per_style > 0:  # the validation split, for selection only (lab.experiments.tune)
+        val = validation_set(cfg, clip.image_size)
+        val_scores = score(Embedded.of(clip, val, space.classnames, cfg.batch_size), val, cfg.label_space)
+        metrics.update({f"val/{k}": v for k, v in val_scores.items()})
     arrays = {
         "student_image": student.image.half().numpy(), "student_text": student.text.half().numpy(),
         "student_classes": student.classes.half().numpy(),
