@@ -180,8 +180,9 @@ def test_cached_teacher_run_logs_the_online_teachers_losses_on_the_same_crops(ca
     base = ["distill", "--loss", "fd+icl+crd", "--runs-dir", str(tmp_path), f"data.source={cached_shards}", *AUG,
             "train.steps=6", "train.batch_size=32", "train.warmup=1", "train.log_every=1", "eval.per_style=0",
             "train.threads=1"]
-    assert main([*base, "--name", "cached", "teacher_mode=cache"]) == 0
+    assert main([*base, "--name", "cached", "teacher_mode=cached"]) == 0  # the spelling of "cache"
     assert main([*base, "--name", "online", "teacher_mode=online"]) == 0
+    assert json.loads((tmp_path / "cached" / runs.CONFIG).read_text())["config"]["teacher_mode"] == "cache"
     cached, online = _losses(tmp_path / "cached"), _losses(tmp_path / "online")
     assert len(cached) == 6
     for a, b in zip(cached, online, strict=True):

@@ -6,7 +6,7 @@
 
 Same data, steps and optimiser as the no-KD student (``pretrain --preset student``),
 so the two are compared at equal student steps. The teacher's embeddings come from
-the teacher cache by default (``teacher_mode=cache``) or a live forward per step
+the teacher cache by default (``teacher_mode=cache``, also spelt ``cached``) or a live forward per step
 (``teacher_mode=online``).
 """
 
@@ -42,6 +42,8 @@ from lab.train.loop import Trainer, TrainConfig, compile_towers, seed_everything
 from lab.train.pretrain import PRESETS, clamp_logit_scale
 
 TEACHER_MODES = ("cache", "online")
+# Other spellings of a teacher mode: issue 17 and MobileCLIP-style recipes say ``cached``.
+TEACHER_MODE_ALIASES = {"cached": "cache"}
 # What the student's image tower sees when MFD is on: "masked" — only the masked image, one
 # forward whose embedding every term uses (CLIP-KD §3.2.3; the official code's single call with
 # mask_ratio); "both" — the full image for the other terms plus a second, masked forward for MFD.
@@ -70,7 +72,9 @@ class DistillConfig:
 def default_config(overrides: list[str] | dict | None = None) -> DistillConfig:
     """The no-KD student's budget (the ``student`` pretraining preset) plus any overrides."""
     budget = {k: v for k, v in PRESETS["student"].items() if k.startswith(("data.", "train.", "eval."))}
-    return apply_overrides(apply_overrides(DistillConfig(), budget), overrides)
+    cfg = apply_overrides(apply_overrides(DistillConfig(), budget), overrides)
+    cfg.teacher_mode = TEACHER_MODE_ALIASES.get(cfg.teacher_mode, cfg.teacher_mode)  # config.json says "cache"
+    return cfg
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -146,6 +150,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     ``resume`` continues the run ``run_id`` from its last checkpoint. ``eval.per_style=0``
     skips the ShapesWorld evaluation (real data: the summary then holds the training numbers).
     """
+    cfg.teacher_mode = TEACHER_MODE_ALIASES.get(cfg.teacher_mode, cfg.teacher_mode)
     _check_choice("teacher_mode", cfg.teacher_mode, TEACHER_MODES)
     _check_choice("mfd_input", cfg.mfd_input, MFD_INPUTS)
     benchmarks = benchmark_specs(cfg.eval.benchmarks)
