@@ -31,7 +31,7 @@ def test_shipped_teacher_matches_its_card(card):
 # Settings added after the teacher was trained. None changes how it trains: the data.* ones apply to
 # webdataset shards only, the others to evaluation probes, benchmarks and logging.
 ADDED_SINCE_THE_CARD = {"data.shuffle_buffer", "data.flip", "data.corrupt", "data.augment", "data.augmentations",
-                        "data.crop_scale", "eval.probe_per_style", "eval.snapshot_items", "eval.benchmarks",
+                        "data.crop_scale", "eval.probe_per_style", "eval.snapshot_items", "eval.benchmarks", "eval.val_per_style",
                         "train.logger"}
 
 
