@@ -227,11 +227,14 @@ def _cmd_distill(args) -> int:
 
 def _cmd_promptkd(args) -> int:
     from lab.config import apply_overrides
+    from lab.train import dist
     from lab.train.prompt_distill import default_config, prompt_distill
 
     cfg = apply_overrides(default_config({"method": args.method, "protocol": args.protocol}), args.overrides)
     run_id = _run_id(args, f"{args.method}-{args.protocol}", cfg.train.seed)
-    if cfg.student == "nokd":  # the no-KD student of the same seed, trained first when missing
+    # The no-KD student of the same seed is trained first when missing; under torchrun (pretraining runs in
+    # one process) the trainer names the missing run instead.
+    if cfg.student == "nokd" and not dist.from_env().enabled:
         from lab.experiments.grids import NO_KD
         from lab.experiments.sweep import train_row
 

@@ -235,8 +235,7 @@ def prompt_distill(cfg: PromptDistillConfig, run_id: str, runs_dir: str | Path =
     setup = protocol_setup(cfg)
     runs_dir = Path(runs_dir)
     device, ctx = start_processes(cfg.train)
-    with dist.main_first(ctx):  # rank 0 trains a missing no-KD student, the others read it
-        student_clip = zoo.load(_student_spec(cfg, runs_dir), device=str(device))
+    student_clip = zoo.load(_student_spec(cfg, runs_dir), device=str(device))
     seed_everything(cfg.train.seed)
     teacher_clip = zoo.shipped_teacher(str(device)) if cfg.teacher == "shipped" else zoo.load(cfg.teacher, str(device))
     space = setup.space
