@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard", action="store_true",
                    help="time switching the dashboard's pages and runs in headless Chromium (runs of 5,120 "
                         "embedded items), instead")
+    p.add_argument("--demo-start", metavar="CHECKOUT", default="",
+                   help="time `make demo` in CHECKOUT (a fresh clone) until the Overview shows progress and then "
+                        "its first finished run, instead")
+    p.add_argument("--venv", default="", help="with --demo-start: an installed .venv to use (make's VENV=)")
     p.add_argument("--cache-key", action="store_true",
                    help="time computing the teacher cache's content key on the default 8,192 pairs (and as a CSV)")
     p.add_argument("--shards", action="store_true",
@@ -329,6 +333,13 @@ def _cmd_bench(args) -> int:
         print(json.dumps({"device": machine_description(), "augmented_step": step.as_dict(),
                           "cache_teacher": throughput.as_dict()}, indent=2) if args.json
               else format_shard_bench(step, throughput, machine_description()))
+        return 0
+    if args.demo_start:
+        from lab.bench.demo_start import demo_start_times, format_demo_start
+
+        times = demo_start_times(Path(args.demo_start), args.venv, progress=progress)
+        print(json.dumps({"device": machine_description(), "demo_start": times}, indent=2) if args.json
+              else format_demo_start(times, machine_description()))
         return 0
     if args.dashboard:
         from lab.bench.dashboard import dashboard_times, format_times

@@ -47,6 +47,12 @@ def lab_vs_paper(table: pd.DataFrame, column: str) -> pd.DataFrame:
     return pd.concat([first, rest.round(3)], axis=1)
 
 
+def paper_metric(table: pd.DataFrame) -> str:
+    """The paper axis's title: the shown rows' one source (e.g. "CLIP-KD T1, ImageNet top-1"), if they share one."""
+    sources = table["paper_source"].dropna().unique() if "paper_source" in table else []
+    return str(sources[0]) if len(sources) == 1 else "per row, see the paper source column"
+
+
 def page() -> None:
     st.title("Ablations")
     explain.intro("ablations")
@@ -74,7 +80,7 @@ def page() -> None:
     paper = table["paper"] if "paper" in table and table["paper"].notna().any() else None
     st.plotly_chart(viz.ablation_bars(table["row"], table[f"{column}_mean"], table[f"{column}_std"], label,
                                       n_seeds=seeds, paper=None if paper is None else paper.tolist(),
-                                      paper_metric="the paper's metric (see source)"), width="stretch")
+                                      paper_metric=paper_metric(table)), width="stretch")
     st.dataframe(lab_vs_paper(table, column), hide_index=True, width="stretch")
     st.caption("Lab numbers on ShapesWorld, mean ± std over each row's seeds (— when there is one seed), last step. "
                "The `paper` column is the authors' published number for the nearest row (its source beside it), "
