@@ -88,7 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="full", help="full (default), demo (minutes per grid) or fast (seconds per run)")
     p.add_argument("--fast", action="store_true", help="same as --scale fast (tests and smoke checks)")
     p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="runs trained at once, each in its own process (one per GPU when there are several; "
+                        "default 1, usually fastest on a CPU)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every run")
+
+    p = sub.add_parser("tune", help="choose every term's weight of a CLIP grid on the validation split; write the "
+                                    "test table at the chosen weights beside the default weights'")
+    p.add_argument("--grid", required=True, help="clipkd, cliprd or core")
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0 … K-1 whose mean validation HM decides")
+    p.add_argument("--scale", default="full", help="full (default), demo or fast")
+    p.add_argument("--rows", default="", help="only these rows (labels or slugs, ';'-separated; default: every "
+                                               "distillation row); earlier rows' choices are used when present")
+    p.add_argument("--jobs", type=positive_int, default=1, help="runs trained at once (as for sweep)")
+    p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
 
     p = sub.add_parser("bench", help="time a training step per loss term (cached and online teacher) vs no KD")
     p.add_argument("--terms", default="", help="terms or recipes to time, e.g. fd,gd,clipkd,mfd(both) (default: all)")
@@ -291,9 +304,23 @@ def _cmd_sweep(args) -> int:
     scale = "fast" if args.fast else args.scale
     check_scale(scale)
     _writable_runs_dir(args.runs_dir)
-    table = sweep(args.grid, args.seeds, args.runs_dir, scale, args.overrides)
+    table = sweep(args.grid, args.seeds, args.runs_dir, scale, args.overrides, jobs=args.jobs)
     print(table.read_text())
     print(f"tables written to {table} and {table.with_suffix('.csv')}")
+    return 0
+
+
+def _cmd_tune(args) -> int:
+    from lab.experiments.grids import check_scale, grid_rows
+    from lab.experiments.tune import tune
+
+    grid_rows(args.grid)
+    check_scale(args.scale)
+    _writable_runs_dir(args.runs_dir)
+    rows = [r.strip() for r in args.rows.split(";") if r.strip()]
+    table = tune(args.grid, args.seeds, args.runs_dir, args.scale, rows=rows, jobs=args.jobs,
+                 progress=lambda msg: print(msg, file=sys.stderr))
+    print(f"tuning table written to {table} (every candidate's validation score: {table.with_suffix('.json')})")
     return 0
 
 
@@ -475,7 +502,7 @@ def _cmd_screenshots(args) -> int:
 
 
 COMMANDS = {"pretrain": _cmd_pretrain, "distill": _cmd_distill, "promptkd": _cmd_promptkd, "eval": _cmd_eval,
-            "sweep": _cmd_sweep, "bench": _cmd_bench, "cost": _cmd_cost, "cache-teacher": _cmd_cache_teacher, "export": _cmd_export,
+            "sweep": _cmd_sweep, "tune": _cmd_tune, "bench": _cmd_bench, "cost": _cmd_cost, "cache-teacher": _cmd_cache_teacher, "export": _cmd_export,
             "presets": _cmd_presets,
             "demo": _cmd_demo, "screenshots": _cmd_screenshots}
 COMMANDS.update(lesson_commands.COMMANDS)

@@ -264,7 +264,8 @@ def map_panel(points: pd.DataFrame, model: str, colour_by: str = "shape", title:
     tooltip = ["caption:N", "class:N" if "class" in points else "modality:N", "modality:N",
                alt.Tooltip("neighbourhood:Q", title="kNN agreement", format=".2f")]
     if images is not None:
-        pictures = pd.DataFrame({"item": np.arange(len(images)), "image": np.asarray(images)})
+        shown = np.unique(points["item"].to_numpy())  # only the drawn items' pictures travel to the browser
+        pictures = pd.DataFrame({"item": shown, "image": np.asarray(images)[shown]})
         chart = chart.transform_lookup(lookup="item", from_=alt.LookupData(pictures, "item", ["image"]))
         tooltip = ["image:N", *tooltip]  # vega-tooltip draws the field named "image" as a picture
     if colour_by == "class":

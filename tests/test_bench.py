@@ -49,3 +49,10 @@ def test_loss_scaling_and_data_throughput(capsys):
                                                                 ("gd", 16, 4)]
     assert all(c.seconds > 0 and c.task_seconds > 0 for c in costs)
     assert data_throughput(items=64) > 0
+
+
+def test_demo_start_refuses_a_checkout_with_finished_runs(tmp_path, capsys):
+    (tmp_path / "runs" / "demo-nokd-s0").mkdir(parents=True)
+    (tmp_path / "runs" / "demo-nokd-s0" / "summary.json").write_text("{}")
+    assert main(["bench", "--demo-start", str(tmp_path)]) == 2
+    assert "fresh clone" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from lab.eval.suite import EvalConfig, evaluation_set, validation_set
@@ -27,3 +29,103 @@ def test_validation_and_test_sets_share_no_item():
     # Same distribution: every style, and the same label space, in both.
     assert set(val.factors["style"]) == set(test.factors["style"])
     assert len(set(val.labels())) > 20 and len(set(test.labels())) > 20
+
+
+def _fake_summary(path, val_hm: float, test_hm: float) -> None:
+    """A finished run as `tune` reads it: config, and a summary with validation and test scores."""
+    from lab import runs
+
+    runs.atomic_write_json(path / "config.json", {"kind": "distill", "seed": 0, "config": {}})
+    runs.atomic_write_json(path / "summary.json", {"wall_time_s": 1.0, "checkpoint": "last", "hm": test_hm,
+                                                   "val/hm": val_hm, "teacher/hm": 90.0})
+
+
+def test_tune_chooses_by_validation_even_when_the_test_set_disagrees(tmp_path, monkeypatch):
+    """A planted weight (FD at 4× its default) is best on validation and worst on test: it must be chosen."""
+    from lab.experiments import sweep, tune
+    from lab.losses.objective import parse_weights
+
+    fd_default = tune.default_weights(["fd"])["fd"]
+
+    def fake_tuning_run(job):
+        settings, rid, runs_dir = job
+        weights = parse_weights(next(s.split("=", 1)[1] for s in settings if s.startswith("weights=")))
+        planted = weights["fd"] == 4 * fd_default
+        path = tmp_path / rid
+        path.mkdir()
+        _fake_summary(path, val_hm=80.0 if planted else 50.0, test_hm=5.0 if planted else 40.0)
+        return rid
+
+    def fake_sweep_run(row, seed, runs_dir, scale="full", overrides=()):
+        path = runs_dir / sweep.run_id(row, seed, scale)
+        path.mkdir(exist_ok=True)
+        _fake_summary(path, val_hm=0.0, test_hm=20.0 if not row.loss else 30.0)
+        return path
+
+    monkeypatch.setattr(sweep, "train_row", fake_sweep_run)
+    table = tune.tune("core", seeds=2, runs_dir=tmp_path, scale="fast", train=fake_tuning_run,
+                      progress=lambda msg: None)
+    record = json.loads(table.with_suffix(".json").read_text())
+    (row,) = record["rows"]
+    assert row["weights"] == {"crd": 1.0, "icl": 1.0, "fd": 4 * fd_default}  # ties keep the default
+    assert row["val_hm"] == 80.0 and row["test_hm_tuned"][0] == 5.0 and row["test_hm_default"][0] == 30.0
+    fd_search = next(s for s in row["searched"] if s["term"] == "fd")
+    assert [c["weight"] for c in fd_search["candidates"]] == [f * fd_default for f in tune.FACTORS]
+    assert f"fd={4 * fd_default:g}" in table.read_text()
+
+
+def test_new_terms_of_a_recipe_are_those_its_largest_earlier_row_lacks():
+    from lab.experiments.grids import GRIDS, Row
+    from lab.experiments.tune import new_terms
+
+    rows = [r for r in GRIDS["clipkd"] if r.loss]
+    by_label = {r.label: (r, rows[:i]) for i, r in enumerate(rows)}
+    assert new_terms(*by_label["CLIP-KD +GD"]) == ["gd"]
+    assert new_terms(*by_label["FD+ICL+CRD (CLIP-KD)"]) == ["crd"]
+    assert new_terms(*by_label["GD"]) == ["gd"]
+    assert new_terms(Row("x", "crd+icl+fd"), []) == ["crd", "icl", "fd"]
+
+
+def test_tune_trains_real_fast_runs_and_scores_them_on_validation(tmp_path):
+    from lab import runs
+    from lab.experiments.tune import tune
+
+    table = tune("clipkd", seeds=1, runs_dir=tmp_path, scale="fast", factors=(0.5, 2.0), rows=["FD"],
+                 progress=lambda msg: None)
+    record = json.loads(table.with_suffix(".json").read_text())
+    (row,) = record["rows"]
+    (search,) = row["searched"]
+    best = max(search["candidates"], key=lambda c: c["val_hm"])
+    assert row["weights"]["fd"] == best["weight"] == search["chosen"]
+    tuning_runs = [r for r in runs.list_runs(tmp_path) if "tune-" in r.run_id]
+    assert len(tuning_runs) == 2 and all("val/hm" in r.summary and "hm" in r.summary for r in tuning_runs)
+    assert (tmp_path / "fast-kd-fd-s0" / "summary.json").exists()  # the default-weight run beside it
+
+
+def test_tune_refuses_prompt_grids_and_unknown_rows(capsys):
+    from lab.cli import main
+
+    assert main(["tune", "--grid", "comkd"]) == 2
+    assert "prompt-distillation grid" in capsys.readouterr().err
+    assert main(["tune", "--grid", "clipkd", "--rows", "FDD", "--scale", "fast"]) == 2
+    assert "Unknown row 'FDD'" in capsys.readouterr().err
+
+
+def test_sweep_with_two_jobs_writes_what_one_job_writes(tmp_path):
+    """`--jobs 2` (two worker processes) trains the same runs to the same numbers and the same table."""
+    import csv
+
+    from lab import runs
+    from lab.experiments.sweep import sweep
+
+    tables = {jobs: sweep("core", seeds=1, runs_dir=tmp_path / f"jobs{jobs}", scale="fast", jobs=jobs)
+              for jobs in (1, 2)}
+    names = {jobs: sorted(r.run_id for r in runs.list_runs(tmp_path / f"jobs{jobs}")) for jobs in (1, 2)}
+    assert names[1] == names[2] == ["fast-kd-crd+icl+fd-s0", "fast-nokd-s0"]
+    for name in names[1]:
+        one, two = (runs.read_run(tmp_path / f"jobs{j}" / name).summary for j in (1, 2))
+        keys = [k for k in one if not k.endswith("_s") and isinstance(one[k], (int, float))]  # not the timings
+        assert keys and {k: one[k] for k in keys} == {k: two[k] for k in keys}, name
+    rows = {j: list(csv.DictReader(tables[j].with_suffix(".csv").open())) for j in (1, 2)}
+    drop = lambda r: {k: v for k, v in r.items() if not k.startswith("wall_time")}  # noqa: E731
+    assert [drop(r) for r in rows[1]] == [drop(r) for r in rows[2]]

@@ -171,9 +171,21 @@ def keep_known(key: str, options: list, default=None) -> None:
         st.session_state[key] = default
 
 
+def featured(ids: list[str], n: int = 1) -> list[str]:
+    """The runs a page shows first: the CLIP-KD recipe, then the no-KD student (the pair every page
+    compares), then the others in order."""
+    from lab.experiments.grids import CLIPKD, NO_KD
+
+    def rank(run_id: str) -> int:
+        slug = run_id.rsplit("-s", 1)[0]
+        return next((i for i, s in enumerate((CLIPKD.slug, NO_KD.slug)) if slug.endswith(s)), 2)
+
+    return sorted(ids, key=rank)[:n]
+
+
 def pick_run(found: list[runs.Run], label: str = "Run", key: str = "run") -> runs.Run:
     ids = [r.run_id for r in found]
-    keep_known(key, ids)
+    keep_known(key, ids, default=featured(ids)[0])
     chosen = st.sidebar.selectbox(label, ids, key=key)
     return found[ids.index(chosen)]
 

@@ -61,8 +61,10 @@ def measure(root: Path, run_ids: list[str], rounds: int, progress: Callable[[str
         results["first visit (cold)"] = _summary([browser.open_page(tab, url, pages["overview"])] +
                                                  [browser.switch_page(tab, pages[p]) for p in PAGES[1:]])
         progress("switching pages")
-        switches = [browser.switch_page(tab, pages[p]) for _ in range(rounds) for p in PAGES]
-        results["page switch"] = _summary(switches)
+        switches = [(p, browser.switch_page(tab, pages[p])) for _ in range(rounds) for p in PAGES]
+        results["page switch"] = _summary([seconds for _, seconds in switches])
+        for name in PAGES:  # which page a slow switch went to
+            results[f"  to {name}"] = _summary([seconds for p, seconds in switches if p == name])
         for name in ("geometry", "similarity"):
             progress(f"switching runs on the {name} page")
             browser.switch_page(tab, pages[name])

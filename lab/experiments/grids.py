@@ -140,7 +140,8 @@ def paper_number(grid: str, row) -> tuple[float | None, str]:
 # than the full budget's; "fast": seconds per run for tests and smoke checks (numbers meaningless).
 SCALES: dict[str, tuple[list[str], list[str]]] = {
     "full": ([], []),
-    "demo": (["data.size=4096", "train.steps=200", "train.warmup=20", "train.eval_every=100", "eval.per_style=256"],
+    "demo": (["data.size=4096", "train.steps=200", "train.warmup=20", "train.eval_every=20", "eval.probe_per_style=128",
+              "eval.per_style=256"],
              ["stage1.steps=50", "train.steps=400", "data.size=4096", "eval.per_style=256"]),
     "fast": (["data.size=512", "train.steps=12", "train.batch_size=64", "train.warmup=2", "train.eval_every=0",
               "train.log_every=4", "eval.per_style=64"],

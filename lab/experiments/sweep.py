@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from lab import runs
 from lab.experiments.grids import NO_KD, SCALES, PromptRow, Row, check_scale, grid_rows, run_id
+from lab.experiments.parallel import run_jobs
 from lab.experiments.tables import write_tables
 
 
@@ -46,17 +47,36 @@ def train_row(row: Row, seed: int, runs_dir: Path, scale: str = "full", override
     return path
 
 
-def sweep(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = "full",
-          overrides: Sequence[str] = ()) -> Path:
-    """Train every (row, seed) of ``grid`` that has not finished, then write its tables; returns the .md path."""
-    check_scale(scale)
-    rows, runs_dir = grid_rows(grid), Path(runs_dir)
-    jobs = [(row, seed) for seed in range(seeds) for row in rows]
-    done = sum(runs.read_run(runs_dir / run_id(r, s, scale)).complete for r, s in jobs)
-    bar = tqdm(jobs, desc=f"sweep {grid}", unit="run", initial=0)
+def _train_job(job: tuple) -> Path:
+    """:func:`train_row` of one ``(row, seed, runs dir, scale, overrides)`` (a picklable job for worker processes)."""
+    return train_row(*job)
+
+
+def sweep_rows(rows: Sequence[Row | PromptRow], seeds: int, runs_dir: Path, scale: str = "full",
+               overrides: Sequence[str] = (), jobs: int = 1) -> None:
+    """Train every (row, seed) that has not finished; with ``jobs`` > 1 that many at a time, the no-KD
+    students (which the prompt rows start from) first."""
+    todo = [(row, seed) for seed in range(seeds) for row in rows]
+    done = sum(runs.read_run(runs_dir / run_id(r, s, scale)).complete for r, s in todo)
     if done:
-        tqdm.write(f"{done} of {len(jobs)} runs finished earlier and are skipped")
+        tqdm.write(f"{done} of {len(todo)} runs finished earlier and are skipped")
+    if jobs > 1:
+        needs_nokd = any(r == NO_KD or isinstance(r, PromptRow) for r in rows)
+        stages = [[(NO_KD, s) for s in range(seeds)] if needs_nokd else [], [j for j in todo if j[0] != NO_KD]]
+        for stage in stages:
+            run_jobs(_train_job, [(r, s, runs_dir, scale, tuple(overrides)) for r, s in stage], jobs,
+                     desc=f"sweep ({len(stage)} runs)")
+        return
+    bar = tqdm(todo, desc="sweep", unit="run")
     for row, seed in bar:
         bar.set_postfix_str(run_id(row, seed, scale))
         train_row(row, seed, runs_dir, scale, overrides)
+
+
+def sweep(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = "full",
+          overrides: Sequence[str] = (), jobs: int = 1) -> Path:
+    """Train every (row, seed) of ``grid`` that has not finished (``jobs`` at a time), then write its tables;
+    returns the .md path."""
+    check_scale(scale)
+    sweep_rows(grid_rows(grid), seeds, Path(runs_dir), scale, overrides, jobs)
     return write_tables(grid, seeds, runs_dir, scale)

@@ -1,0 +1,236 @@
+"""``python -m lab tune --grid clipkd``: every term's weight chosen on the validation split, the same way for all.
+
+For each distillation row of a grid, in the grid's order, the row's *new* terms — those not in the
+largest earlier row whose terms it contains (all of a single-term row; GD in "CLIP-KD +GD") — are
+tuned one after another by coordinate search: the term's weight runs over its default × :data:`FACTORS`
+(log-spaced), the row's other terms at the weights chosen for them so far (their defaults before
+any was chosen), and the weight with the best **validation** HM, averaged over the seeds, is kept
+(ties: the one nearer the default). The test set is never read for a choice: every tuning run is
+scored on the ShapesWorld validation split (``eval.val_per_style``, disjoint from the test set) into
+``val/...`` keys, and only those keys are compared.
+
+The table written beside the default-weight one (``runs/_tables/<scale->tune-<grid>.md`` and ``.csv``)
+gives, per row, the chosen weights, their validation HM, and the test-set HM and gap closed at the
+chosen weights beside the default weights' (the sweep's own runs, trained if missing). Every
+candidate's validation score is kept in ``…tune-<grid>.json``. For the ``clipkd`` grid the rank agreement
+(Spearman ρ) between the lab's per-term gains over no KD and CLIP-KD Table 1's is printed at both
+weightings — a report, never a target.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab import runs
+from lab.errors import LabError
+from lab.experiments.grids import NO_KD, SCALES, PromptRow, Row, check_scale, grid_rows, paper_number, run_id, \
+    scale_prefix
+from lab.experiments.parallel import run_jobs
+from lab.experiments.tables import TABLES_DIR, gap_closed, mean_std
+from lab.losses.objective import TERMS, parse_terms
+
+FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
+SELECT_BY = "val/hm"  # the only key a choice reads
+
+
+def default_weights(terms: Sequence[str], variant: str = "paper", teacher_dim: int | None = None) -> dict[str, float]:
+    """Each term's default weight (:data:`lab.losses.objective.TERMS`) for the shipped teacher's width."""
+    if teacher_dim is None:
+        from lab.models.zoo import shipped_teacher
+
+        teacher_dim = shipped_teacher().embed_dim
+    return {t: TERMS[t].default_weight(variant, teacher_dim) for t in terms}
+
+
+def weights_spec(weights: dict[str, float]) -> str:
+    """``{"fd": 7.8125, "icl": 0.5}`` -> ``"fd=7.8125,icl=0.5"`` (the distill config's ``weights=``)."""
+    return ",".join(f"{t}={w:g}" for t, w in weights.items())
+
+
+def tune_run_id(row: Row, weights: dict[str, float], seed: int, scale: str) -> str:
+    """One tuning run: the row, every term's weight, the seed (the same weights are one run, shared by rows)."""
+    return f"{scale_prefix(scale)}tune-{row.slug}-{'-'.join(f'{t}{w:g}' for t, w in weights.items())}-s{seed}"
+
+
+def new_terms(row: Row, earlier: Sequence[Row]) -> list[str]:
+    """The row's terms not in the largest earlier row whose terms it contains (all, if none does)."""
+    terms = parse_terms(row.loss)
+    inside = [parse_terms(r.loss) for r in earlier if r.loss and set(parse_terms(r.loss)) < set(terms)]
+    base = max(inside, key=len, default=[])
+    return [t for t in terms if t not in base]
+
+
+@dataclass
+class Candidate:
+    term: str
+    weights: dict[str, float]
+    val: float | None  # mean validation HM over the seeds that finished
+    run_ids: list[str]
+
+
+def _validation(runs_dir: Path, ids: Sequence[str]) -> float | None:
+    values = [runs.read_run(runs_dir / i).summary.get(SELECT_BY) for i in ids
+              if runs.read_run(runs_dir / i).complete]
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def pick(candidates: Sequence[Candidate], default: float) -> Candidate:
+    """The best validation score; among equals, the weight nearest the default (on a log scale)."""
+    import math
+
+    scored = [c for c in candidates if c.val is not None]
+    if not scored:
+        raise LabError(f"No tuning run of {candidates[0].term} finished with a validation score ({SELECT_BY}); "
+                       f"rerun `python -m lab tune` (finished runs are kept).")
+    return max(scored, key=lambda c: (c.val, -abs(math.log(c.weights[c.term] / default))))
+
+
+def _clip_settings(row: Row, weights: dict[str, float], seed: int, scale: str) -> list[str]:
+    budget = SCALES[scale][0]
+    per_style = next((s.split("=", 1)[1] for s in reversed(budget) if s.startswith("eval.per_style=")), "1280")
+    return [f"loss={row.loss}", *row.settings, f"weights={weights_spec(weights)}", f"train.seed={seed}", *budget,
+            f"eval.val_per_style={per_style}"]
+
+
+def train_tuning_run(job: tuple[list[str], str, str]) -> str:
+    """One tuning run (a picklable job for :func:`run_jobs`): ``(settings, run id, runs dir)``."""
+    from lab.train.distill import default_config, distill
+
+    settings, rid, runs_dir = job
+    distill(default_config(settings), rid, Path(runs_dir), overwrite=(Path(runs_dir) / rid).exists())
+    return rid
+
+
+def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = "full",
+         factors: Sequence[float] = FACTORS, rows: Sequence[str] = (), jobs: int = 1,
+         train: Callable[[tuple], str] = train_tuning_run, progress: Callable[[str], None] = print) -> Path:
+    """Choose every row's weights on the validation split; write the tuned-vs-default table; returns its .md."""
+    from lab.experiments.sweep import sweep_rows
+
+    check_scale(scale)
+    runs_dir = Path(runs_dir)
+    all_rows = grid_rows(grid)
+    if any(isinstance(r, PromptRow) for r in all_rows):
+        raise LabError(f"`tune` chooses the weights of CLIP distillation grids (clipkd, cliprd, core); '{grid}' "
+                       f"is a prompt-distillation grid.")
+    kd_rows = [r for r in all_rows if r.loss]
+    chosen_rows = _select_rows(kd_rows, rows)
+    defaults = default_weights([t for r in kd_rows for t in parse_terms(r.loss)])
+    tuned: dict[str, float] = {}  # term -> weight chosen so far (carried into later rows)
+    record: dict[str, dict] = {}
+    for index, row in enumerate(kd_rows):
+        active = row in chosen_rows  # other rows: their choice is read from earlier tuning runs, if all exist
+        terms = parse_terms(row.loss)
+        current = {t: tuned.get(t, defaults[t]) for t in terms}
+        searched = []
+        for term in new_terms(row, kd_rows[:index]):
+            configs = [{**current, term: defaults[term] * f} for f in factors]
+            ids = [[tune_run_id(row, w, s, scale) for s in range(seeds)] for w in configs]
+            if active:
+                others = weights_spec({t: w for t, w in current.items() if t != term}) or "none"
+                progress(f"tune {row.label}: {term} over {', '.join(f'{w[term]:g}' for w in configs)} "
+                         f"({len(configs) * seeds} runs; the others at {others})")
+                todo = [(_clip_settings(row, w, s, scale), i, str(runs_dir)) for w, row_ids in zip(configs, ids)
+                        for s, i in zip(range(seeds), row_ids) if not runs.read_run(runs_dir / i).complete]
+                run_jobs(train, todo, jobs, desc=f"tune {term}")  # a finished run (an earlier row's) is reused
+            candidates = [Candidate(term, w, _validation(runs_dir, i), i) for w, i in zip(configs, ids)]
+            if not active and any(c.val is None for c in candidates):
+                break  # not tuned earlier: the later rows use its terms' defaults
+            best = pick(candidates, defaults[term])
+            current = dict(best.weights)
+            searched.append({"term": term, "chosen": best.weights[term],
+                             "candidates": [{"weight": c.weights[term], "val_hm": c.val} for c in candidates]})
+        else:
+            tuned.update(current)
+            if active:
+                record[row.label] = {"row": row, "weights": current, "searched": searched,
+                                     "run_ids": [tune_run_id(row, current, s, scale) for s in range(seeds)]}
+    progress("default weights: the sweep's runs of the same rows (trained if missing)")
+    sweep_rows([NO_KD, *chosen_rows], seeds, runs_dir, scale, jobs=jobs)
+    return write_tune_tables(grid, seeds, runs_dir, scale, record, defaults)
+
+
+def _select_rows(kd_rows: Sequence[Row], asked: Sequence[str]) -> list[Row]:
+    if not asked:
+        return list(kd_rows)
+    by_name = {**{r.label: r for r in kd_rows}, **{r.slug: r for r in kd_rows}}
+    unknown = [a for a in asked if a not in by_name]
+    if unknown:
+        raise LabError(f"Unknown row {', '.join(map(repr, unknown))}; the grid's distillation rows are: "
+                       f"{'; '.join(f'{r.label} ({r.slug})' for r in kd_rows)}.")
+    return [r for r in kd_rows if r in {by_name[a] for a in asked}]
+
+
+def _test_numbers(runs_dir: Path, ids: Sequence[str], nokd: Sequence[runs.Run]) -> dict:
+    hms, gaps = [], []
+    for rid, base in zip(ids, nokd):
+        run = runs.read_run(runs_dir / rid)
+        if not run.complete:
+            continue
+        hms.append(run.summary["hm"])
+        if base.complete and run.summary.get("teacher/hm") is not None:
+            gaps.append(gap_closed(run.summary["hm"], base.summary["hm"], run.summary["teacher/hm"]))
+    return {"hm": mean_std(hms), "gap_closed": mean_std(gaps), "n": len(hms)}
+
+
+def paper_agreement(grid: str, rows: Sequence[Row], gains: dict[str, float]) -> str:
+    """Spearman ρ between the lab's gains over no KD and the paper's, over the rows both have ('' if < 3)."""
+    paper_base, _ = paper_number(grid, NO_KD)
+    pairs = [(gains[r.label], paper_number(grid, r)[0] - paper_base) for r in rows
+             if r.label in gains and paper_base is not None and paper_number(grid, r)[0] is not None]
+    if len(pairs) < 3:
+        return ""
+    from lab.viz import spearman
+
+    lab, paper = zip(*pairs)
+    return f"ρ = {spearman(lab, paper):+.2f} over {len(pairs)} rows"
+
+
+def write_tune_tables(grid: str, seeds: int, runs_dir: Path, scale: str, record: dict, defaults: dict) -> Path:
+    nokd = [runs.read_run(runs_dir / run_id(NO_KD, s, scale)) for s in range(seeds)]
+    nokd_hm = mean_std([r.summary["hm"] for r in nokd if r.complete])
+    lines = [f"Weights chosen on the validation split ({SELECT_BY}, mean over {seeds} seed(s)); test-set numbers "
+             f"at the chosen and at the default weights. No KD: test HM {nokd_hm[0]:.1f} ± {nokd_hm[1]:.1f}.", "",
+             "| row | chosen weights (validation) | val HM | test HM, tuned | test HM, default | gap closed %, tuned "
+             "| gap closed %, default | default weights |", "|" + "---|" * 8]
+    rows_out, gains = [], {"tuned": {}, "default": {}}
+    for label, rec in record.items():
+        row = rec["row"]
+        tuned = _test_numbers(runs_dir, rec["run_ids"], nokd)
+        default = _test_numbers(runs_dir, [run_id(row, s, scale) for s in range(seeds)], nokd)
+        val = _validation(runs_dir, rec["run_ids"])
+        for name, numbers in (("tuned", tuned), ("default", default)):
+            if numbers["n"]:
+                gains[name][label] = numbers["hm"][0] - nokd_hm[0]
+        fmt = lambda pair: "—" if pair[0] != pair[0] else f"{pair[0]:.1f} ± {pair[1]:.1f}"  # noqa: E731
+        row_defaults = {t: defaults[t] for t in parse_terms(row.loss)}
+        lines.append(f"| {label} | {weights_spec(rec['weights'])} | {'—' if val is None else f'{val:.1f}'} | "
+                     f"{fmt(tuned['hm'])} | {fmt(default['hm'])} | {fmt(tuned['gap_closed'])} | "
+                     f"{fmt(default['gap_closed'])} | {weights_spec(row_defaults)} |")
+        rows_out.append({"row": label, "weights": rec["weights"], "default_weights": row_defaults, "val_hm": val,
+                         "test_hm_tuned": tuned["hm"], "test_hm_default": default["hm"],
+                         "gap_closed_tuned": tuned["gap_closed"], "gap_closed_default": default["gap_closed"],
+                         "searched": rec["searched"]})
+    if grid in ("clipkd", "core"):
+        rows = [rec["row"] for rec in record.values()]
+        for name in ("default", "tuned"):
+            agreement = paper_agreement(grid, rows, gains[name])
+            if agreement:
+                lines.append(f"\nRank agreement of the lab's HM gains over no KD with CLIP-KD Table 1's ImageNet "
+                             f"gains, {name} weights: {agreement} (a report, not a target).")
+    lines.append(f"\nEach new term's weight searched over its default × {{{', '.join(f'{f:g}' for f in FACTORS)}}}, "
+                 f"the row's other terms at the weights chosen before; the test set chose nothing.")
+    folder = runs_dir / TABLES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{scale_prefix(scale)}tune-{grid}"
+    runs.atomic_write_json(folder / f"{stem}.json", {"grid": grid, "seeds": seeds, "scale": scale,
+                                                     "select_by": SELECT_BY, "rows": rows_out})
+    md = folder / f"{stem}.md"
+    runs.atomic_write_bytes(md, ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+    return md
