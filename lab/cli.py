@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dashboard", action="store_true",
                    help="time switching the dashboard's pages and runs in headless Chromium (runs of 5,120 "
                         "embedded items), instead")
+    p.add_argument("--sweep", action="store_true",
+                   help="profile the CPU training step, time AdamW's implementations, a grid's runs per "
+                        "configuration (extrapolated to the full budget) and sequential vs --jobs, instead")
+    p.add_argument("--grid", default="clipkd", help="with --sweep: the grid whose runs are timed")
+    p.add_argument("--jobs", type=positive_int, default=2, help="with --sweep: runs at once in the --jobs comparison")
     p.add_argument("--demo-start", metavar="CHECKOUT", default="",
                    help="time `make demo` in CHECKOUT (a fresh clone) until the Overview shows progress and then "
                         "its first finished run, instead")
@@ -325,6 +330,17 @@ def _cmd_tune(args) -> int:
 
 
 def _cmd_bench(args) -> int:
+    """The measurements' own messages (the trainers' lines) go to stderr, so stdout holds only the result
+    (the table, or valid JSON with --json)."""
+    import contextlib
+    import functools
+
+    emit = functools.partial(print, file=sys.stdout)
+    with contextlib.redirect_stdout(sys.stderr):
+        return _bench(args, emit)
+
+
+def _bench(args, emit) -> int:
     from lab.bench.step import MFD_BOTH, format_costs, prompt_step_costs, step_costs
     from lab.losses.objective import RECIPES, parse_terms
     from lab.runs import machine_description
@@ -339,16 +355,16 @@ def _cmd_bench(args) -> int:
 
         scaling, items_per_s = loss_scaling(device=args.device), data_throughput()
         if args.json:
-            print(json.dumps({"device": machine_description(), "data_items_per_s": items_per_s,
+            emit(json.dumps({"device": machine_description(), "data_items_per_s": items_per_s,
                               "loss_scaling": [{**vars(c), "ratio": c.ratio} for c in scaling]}, indent=2))
         else:
-            print(format_scaling(scaling, items_per_s, machine_description()))
+            emit(format_scaling(scaling, items_per_s, machine_description()))
         return 0
     if args.cache_key:
         from lab.bench.cache import cache_key_times, format_key_times
 
         times = cache_key_times(args.rounds, progress)
-        print(json.dumps({"device": machine_description(), "cache_key": times}, indent=2) if args.json
+        emit(json.dumps({"device": machine_description(), "cache_key": times}, indent=2) if args.json
               else format_key_times(times, machine_description()))
         return 0
     if args.shards:
@@ -357,22 +373,37 @@ def _cmd_bench(args) -> int:
         step = augmented_step_costs(names[0] if names else "clipkd", args.batch_size, args.rounds, args.steps,
                                     args.device, args.student, args.teacher, progress=progress)
         throughput = cache_teacher_throughput(args.teacher, rounds=args.rounds, device=args.device, progress=progress)
-        print(json.dumps({"device": machine_description(), "augmented_step": step.as_dict(),
+        emit(json.dumps({"device": machine_description(), "augmented_step": step.as_dict(),
                           "cache_teacher": throughput.as_dict()}, indent=2) if args.json
               else format_shard_bench(step, throughput, machine_description()))
+        return 0
+    if args.sweep:
+        from lab.bench.sweep import format_profile, format_sweep, jobs_times, optimizer_times, profile_step, \
+            sweep_times
+
+        profile = profile_step(batch_size=args.batch_size)
+        adamw = optimizer_times(args.batch_size, args.rounds, args.steps, progress)
+        bench = sweep_times(args.grid, progress=progress)
+        bench.jobs = jobs_times(args.grid, jobs=args.jobs, progress=progress)
+        if args.json:
+            emit(json.dumps({"device": machine_description(), "profile": {k: v for k, v in profile.items()
+                                                                            if k != "table"},
+                              "adamw_s": adamw, "sweep": bench.as_dict()}, indent=2))
+        else:
+            emit(format_profile(profile, adamw) + "\n\n" + format_sweep(bench, machine_description()))
         return 0
     if args.demo_start:
         from lab.bench.demo_start import demo_start_times, format_demo_start
 
         times = demo_start_times(Path(args.demo_start), args.venv, progress=progress)
-        print(json.dumps({"device": machine_description(), "demo_start": times}, indent=2) if args.json
+        emit(json.dumps({"device": machine_description(), "demo_start": times}, indent=2) if args.json
               else format_demo_start(times, machine_description()))
         return 0
     if args.dashboard:
         from lab.bench.dashboard import dashboard_times, format_times
 
         times = dashboard_times(args.rounds, progress=progress)
-        print(json.dumps({"device": machine_description(), "dashboard": times}, indent=2) if args.json
+        emit(json.dumps({"device": machine_description(), "dashboard": times}, indent=2) if args.json
               else format_times(times, machine_description()))
         return 0
     if args.prompt:
@@ -384,11 +415,11 @@ def _cmd_bench(args) -> int:
         setting = f"{args.teacher} -> {args.student}, {args.precision}"
     device = machine_description()
     if args.json:
-        print(json.dumps({"batch_size": args.batch_size, "device": device, "teacher": args.teacher,
+        emit(json.dumps({"batch_size": args.batch_size, "device": device, "teacher": args.teacher,
                           "student": args.student, "precision": args.precision,
                           "step_costs": [c.as_dict() for c in costs]}, indent=2))
     else:
-        print(format_costs(costs, args.batch_size, device, setting))
+        emit(format_costs(costs, args.batch_size, device, setting))
     return 0
 
 

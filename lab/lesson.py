@@ -215,12 +215,14 @@ def versus(values: dict[str, float], a: str, b: str, unit: str = "HM") -> str:
     return f"{win} beat {lose} by {abs(diff):.1f} {unit} ({values[win]:.1f} vs {values[lose]:.1f})"
 
 
-def ranking(values: dict[str, float], unit: str = "HM") -> str:
-    """The runs from best to worst, with their numbers: "FD 39.9 > MFD 35.1 > CRD 25.3 > no KD 23.7 HM"."""
+def ranking(values: dict[str, float], unit: str = "HM", digits: int = 1) -> str:
+    """The runs from best to worst, with their numbers: "FD 39.9 > MFD 35.1 > CRD 25.3 > no KD 23.7 HM"
+    ("=" only where the printed numbers are equal; ``digits=3`` for CKA-like values in 0–1)."""
     ordered = sorted(values, key=values.get, reverse=True)
-    text = f"{ordered[0]} {values[ordered[0]]:.1f}"
+    text = f"{ordered[0]} {values[ordered[0]]:.{digits}f}"
     for higher, label in zip(ordered, ordered[1:]):
-        text += f" {'=' if round(values[higher], 1) == round(values[label], 1) else '>'} {label} {values[label]:.1f}"
+        same = round(values[higher], digits) == round(values[label], digits)
+        text += f" {'=' if same else '>'} {label} {values[label]:.{digits}f}"
     return f"{text} {unit}"
 
 

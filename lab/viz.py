@@ -439,12 +439,14 @@ def similarity_heatmaps(matrices: dict[str, np.ndarray], tick_labels: Sequence[s
 
 # One colour per run in every chart: a run's colour is its place among all the runs shown anywhere
 # (sorted ids), in a palette of 48 distinct colours.
-RUN_PALETTE = tuple(pcolors.qualitative.Dark24 + pcolors.qualitative.Light24)
+# Ten well-separated colours first (Tableau 10), so the runs shown together are told apart at a glance.
+RUN_PALETTE = tuple(dict.fromkeys(pcolors.qualitative.T10 + pcolors.qualitative.Dark24 + pcolors.qualitative.Light24))
 
 
 def run_colours(run_ids: Sequence[str]) -> dict[str, str]:
-    """A stable colour per run id (the same in every chart built from the same list)."""
-    return {run_id: RUN_PALETTE[i % len(RUN_PALETTE)] for i, run_id in enumerate(sorted(set(run_ids)))}
+    """A colour per run id, in the given order (the runs picked, first picked first): the same run has the
+    same colour in every chart built from the same list, and the first ten are the most distinct."""
+    return {run_id: RUN_PALETTE[i % len(RUN_PALETTE)] for i, run_id in enumerate(dict.fromkeys(run_ids))}
 
 
 def ema(values: Sequence[float], smoothing: float) -> np.ndarray:

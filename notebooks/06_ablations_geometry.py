@@ -176,11 +176,11 @@ lesson.say(
     f"Of the three FD weights, {best} scored the highest HM"
     + (" — the default is best at this budget." if best == label_default else
        f" — not the default ({versus(hm, best, label_default)})."),
-    f"Linear CKA to the teacher: {ranking(cka_img, 'CKA')}; "
+    f"Linear CKA to the teacher: {ranking(cka_img, 'CKA', digits=3)}; "
     + ("it orders the runs exactly as HM does." if by_hm == by_cka else
        "it does not order the runs exactly as HM does, so here geometry and accuracy part ways somewhat."),
-    "The README's full tables were run at the default weights only, so this is the lab's one weight ablation: "
-    "rerun it with more seeds (`train.seed`) before concluding which weight is best.")
+    "One seed and three weights: rerun it with more seeds (`train.seed`) before concluding which weight is best; "
+    "`python -m lab tune --grid clipkd --rows FD` chooses FD's weight on the validation split, as for every term.")
 
 # %% [markdown]
 # ## Exercises

@@ -56,3 +56,17 @@ def test_demo_start_refuses_a_checkout_with_finished_runs(tmp_path, capsys):
     (tmp_path / "runs" / "demo-nokd-s0" / "summary.json").write_text("{}")
     assert main(["bench", "--demo-start", str(tmp_path)]) == 2
     assert "fresh clone" in capsys.readouterr().err
+
+
+def test_sweep_bench_times_rows_and_jobs_side_by_side():
+    from lab.bench.sweep import format_sweep, jobs_times, sweep_times
+
+    bench = sweep_times("core", steps=2, seeds=3, configs={"current": [], "again": []}, rows=2,
+                        extra=("data.size=256", "eval.per_style=16"), progress=lambda msg: None)
+    assert [(r.row, r.config) for r in bench.runs] == [("nokd", "current"), ("nokd", "again"),
+                                                      ("kd-crd+icl+fd", "current"), ("kd-crd+icl+fd", "again")]
+    assert all(r.extrapolated_s > r.wall_s > r.train_s > 0 for r in bench.runs)
+    bench.jobs = jobs_times("core", rows=2, steps=2, jobs=2, extra=("data.size=256", "eval.per_style=16"),
+                            progress=lambda msg: None)
+    assert bench.jobs["sequential_s"] > 0 and bench.jobs["parallel_s"] > 0
+    assert "--jobs 2" in format_sweep(bench)

@@ -87,7 +87,13 @@ def test_curve_smoothing_run_colours_and_rank_agreement():
     assert viz.ema([1.0, 1.0, 1.0], 0.9).tolist() == pytest.approx([1.0, 1.0, 1.0])  # debiased: no pull to 0
     assert viz.ema([0.0, 10.0], 0.5).tolist() == pytest.approx([0.0, 10 * 0.5 / 0.75])
     colours = viz.run_colours([f"run{i}" for i in range(30)])
-    assert len(set(colours.values())) == 30 and viz.run_colours(["run3", "run1"])["run1"] == colours["run0"]
+    assert len(set(colours.values())) == 30
+    assert viz.run_colours(["run3", "run1"]) == {"run3": viz.RUN_PALETTE[0], "run1": viz.RUN_PALETTE[1]}  # as picked
+    import colorsys
+
+    hue = lambda c: colorsys.rgb_to_hsv(*(int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)))[0]  # noqa: E731
+    gap = abs(hue(viz.RUN_PALETTE[0]) - hue(viz.RUN_PALETTE[1]))
+    assert min(gap, 1 - gap) > 0.2  # the two runs a page shows first differ in hue (blue, orange)
     assert viz.spearman([1, 2, 3, 4], [10, 20, None, 40]) == pytest.approx(1.0)
     assert viz.spearman([1, 2], [2, 1]) is None
 

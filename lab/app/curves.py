@@ -51,7 +51,7 @@ def page() -> None:
     smoothing = smooth.slider("Smoothing (EMA weight)", 0.0, 0.99, step=0.01, key="curve_smoothing")
     log_y = log_col.checkbox("log y", key="curve_log_y")
     x = x_col.radio("x axis", tuple(viz.CURVE_X), key="curve_x")
-    colours = viz.run_colours([r.run_id for r in every])
+    colours = viz.run_colours(chosen)  # in the order picked: a run keeps its colour while others are added
 
     def charts() -> None:
         latest = {r.run_id: data.metrics(r) for r in shown}  # reread: a run in progress grows

@@ -171,14 +171,16 @@ def keep_known(key: str, options: list, default=None) -> None:
         st.session_state[key] = default
 
 
-def featured(ids: list[str], n: int = 1) -> list[str]:
-    """The runs a page shows first: the CLIP-KD recipe, then the no-KD student (the pair every page
-    compares), then the others in order."""
+def featured(ids: list[str], n: int = 1, prefer: tuple[str, ...] | None = None) -> list[str]:
+    """The ``n`` runs a page shows first: those whose grid row is in ``prefer`` (default: the CLIP-KD recipe,
+    then the no-KD student — the pair every page compares), in that order, then the others in order."""
     from lab.experiments.grids import CLIPKD, NO_KD
+
+    prefer = prefer or (CLIPKD.slug, NO_KD.slug)
 
     def rank(run_id: str) -> int:
         slug = run_id.rsplit("-s", 1)[0]
-        return next((i for i, s in enumerate((CLIPKD.slug, NO_KD.slug)) if slug.endswith(s)), 2)
+        return next((i for i, s in enumerate(prefer) if slug.endswith(s)), len(prefer))
 
     return sorted(ids, key=rank)[:n]
 

@@ -11,6 +11,8 @@ from lab.data.shapes import STYLES
 
 MODELS = {"teacher_zeroshot": "teacher zero-shot", "teacher": "tuned teacher",
           "student_zeroshot": "student zero-shot", "student": "distilled student"}
+# Shown first: ComKD-CLIP, then PromptKD, under each protocol (grid rows of lab.experiments.grids).
+FEATURED = ("pkd-comkd-b2n", "pkd-promptkd-b2n", "pkd-comkd-cross-colour_shape", "pkd-comkd-domain")
 HEADLINES = {"base2novel": ("base", "novel", "hm"), "cross": ("top1",), "domain": ("top1", "target_top1")}
 
 
@@ -27,7 +29,7 @@ def runs_table(found: list[runs.Run], protocol: str) -> pd.DataFrame:
         row.update({f"{MODELS[who]} {k}": run.summary.get(f"{who}/{k}") for who in MODELS
                     for k in HEADLINES[protocol]})
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).round(1)
 
 
 def model_scores(run: runs.Run, protocol: str) -> dict[str, dict[str, float]]:
@@ -45,7 +47,7 @@ def pick_protocol_run(chosen: list[runs.Run], protocol: str) -> runs.Run:
     opened = st.session_state.pop("protocol_open", None)
     if opened in ids:
         st.session_state[key] = opened
-    data.keep_known(key, ids, default=ids[0])
+    data.keep_known(key, ids, default=data.featured(ids, prefer=FEATURED)[0])
     run_id = st.sidebar.selectbox("Run", ids, key=key)
     return chosen[ids.index(run_id)]
 

@@ -9,13 +9,13 @@ Three measurements, each side by side in one process:
   interleaved round by round (:func:`lab.bench.step._median_step_times`), as a ratio to the lab's fused one.
 * :func:`sweep_times` — every row of a grid trained for a short budget per configuration (a list of
   config overrides, e.g. ``train.compile=true`` against the current settings), interleaved row by row.
-  Each run's time is **extrapolated** to the full budget: its setup and evaluation as measured plus its
+  One untimed run of each kind per configuration first (the teacher cache, a compiled graph: once per
+  process). Each run's time is **extrapolated** to the full budget: its setup and evaluation as measured plus its
   training time scaled by ``full_steps / steps``; the grid total multiplies by the seeds.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 import tempfile
@@ -121,7 +121,7 @@ class SweepBench:
     full_steps: int
     seeds: int
     runs: list[RunTime] = field(default_factory=list)
-    jobs: str = ""  # the sequential-vs-jobs comparison's verdict (CUDA only)
+    jobs: dict = field(default_factory=dict)  # jobs_times(): sequential vs --jobs N
 
     def grid_minutes(self, config: str) -> float:
         """Extrapolated minutes of the whole grid (every row × seeds, at the full budget) under ``config``."""
@@ -134,15 +134,30 @@ class SweepBench:
                 "grid_minutes_extrapolated": {c: self.grid_minutes(c) for c in configs}, "jobs": self.jobs}
 
 
-def _jobs_verdict() -> str:
-    """Sequential vs ``--jobs N`` is a GPU measurement; say why it is not measured here."""
-    from lab.experiments.sweep import sweep
+def jobs_times(grid: str = "clipkd", rows: int = 4, steps: int = 20, jobs: int = 2, extra: tuple[str, ...] = (),
+               progress=print) -> dict:
+    """Wall seconds of the first ``rows`` rows of ``grid`` (one seed, ``steps`` steps each) trained one after
+    another and ``jobs`` at a time (``sweep --jobs``), each from an empty folder, the caches built first."""
+    from lab.experiments.grids import grid_rows
+    from lab.experiments.sweep import sweep_rows
 
-    if "jobs" not in inspect.signature(sweep).parameters:
-        return "needs sweep --jobs"
-    if not torch.cuda.is_available():
-        return "not measured: no CUDA GPU (sequential vs --jobs N is a GPU comparison)"
-    return "not measured: run on the GPU machine"
+    selected = grid_rows(grid)[:rows]
+    scratch = Path(tempfile.mkdtemp(prefix="bench-jobs-"))
+    try:
+        overrides = [f"train.steps={steps}", *extra]
+        sweep_rows(selected[:2], 1, scratch / "warm", "full", overrides)  # the teacher cache, outside the timing
+        times = {}
+        for n in (1, jobs):
+            folder = scratch / f"jobs{n}"
+            shutil.copytree(scratch / "warm" / ".cache", folder / ".cache", dirs_exist_ok=True)
+            t0 = time.perf_counter()
+            sweep_rows(selected, 1, folder, "full", overrides, jobs=n)
+            times[n] = time.perf_counter() - t0
+            progress(f"{len(selected)} runs with --jobs {n}: {times[n]:.1f} s")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"rows": len(selected), "steps": steps, "jobs": jobs, "sequential_s": times[1], "parallel_s": times[jobs],
+            "speedup": times[1] / times[jobs]}
 
 
 def sweep_times(grid: str = "clipkd", steps: int = 20, seeds: int = 3, configs: dict | None = None,
@@ -157,9 +172,16 @@ def sweep_times(grid: str = "clipkd", steps: int = 20, seeds: int = 3, configs: 
     configs = SWEEP_CONFIGS if configs is None else configs
     selected = grid_rows(grid)[:rows] if rows else grid_rows(grid)
     full_steps = int(PRESETS["student"]["train.steps"])
-    bench = SweepBench(grid, steps, full_steps, seeds, jobs=_jobs_verdict())
+    bench = SweepBench(grid, steps, full_steps, seeds)
     scratch = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     try:
+        # One untimed distillation run per configuration first: the teacher cache and a compiled graph are
+        # paid once per process, not per run, so no row's time (nor its extrapolation) should carry them.
+        kinds = {bool(getattr(r, "loss", "")): r for r in reversed(selected)}  # the first no-KD and KD rows
+        for name, overrides in configs.items():
+            for warm in kinds.values():
+                shutil.rmtree(train_row(warm, 0, scratch / f"c{list(configs).index(name)}", "full",
+                                        [f"train.steps={steps}", *extra, *overrides]))
         for i, row in enumerate(selected):
             for name, overrides in configs.items():
                 runs_dir = scratch / f"c{list(configs).index(name)}"
@@ -175,6 +197,16 @@ def sweep_times(grid: str = "clipkd", steps: int = 20, seeds: int = 3, configs: 
     return bench
 
 
+def format_profile(profile: dict, adamw: dict[str, float]) -> str:
+    """The profile's top ops and AdamW's implementations as ratios to the lab's (fused)."""
+    lines = [f"No-KD training step of the default student: {profile['ms_per_step']:.1f} ms; top ops by self CPU time:",
+             f"{'op':<40} {'ms/step':>8} {'share':>7}"]
+    lines += [f"{name[:40]:<40} {ms:8.2f} {share:6.1f}%" for name, ms, share in profile["ops"]]
+    lines.append("Whole no-KD step with each AdamW (median, interleaved): " + ", ".join(
+        f"{name} {seconds * 1e3:.1f} ms ({seconds / adamw['fused']:.2f}×)" for name, seconds in adamw.items()))
+    return "\n".join(lines)
+
+
 def format_sweep(bench: SweepBench, machine: str = "") -> str:
     configs = list(dict.fromkeys(r.config for r in bench.runs))
     lines = [f"Grid {bench.grid}: each row trained {bench.steps} steps per configuration (interleaved), "
@@ -186,5 +218,8 @@ def format_sweep(bench: SweepBench, machine: str = "") -> str:
     base = bench.grid_minutes(configs[0])
     lines.append(f"{'grid (min)':<16}" + "".join(
         f"{bench.grid_minutes(c):>14.1f} ({bench.grid_minutes(c) / base:4.2f}×)" for c in configs))
-    lines.append(f"sequential vs --jobs N: {bench.jobs}")
+    if bench.jobs:
+        j = bench.jobs
+        lines.append(f"{j['rows']} rows × {j['steps']} steps, one after another vs --jobs {j['jobs']}: "
+                     f"{j['sequential_s']:.1f} s vs {j['parallel_s']:.1f} s ({j['speedup']:.2f}× faster)")
     return "\n".join(lines)

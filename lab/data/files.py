@@ -129,16 +129,21 @@ def class_folder(root: str | Path, image_size: int = 224, classnames: dict[str, 
     return LabelledImages(paths, labels, names, image_size)
 
 
+def read_json_file(path: Path, what: str):
+    """A JSON file's content, or one sentence naming the file and what is wrong (missing, not JSON)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise LabError(f"{what} {path} does not exist; check the path.") from err
+    except json.JSONDecodeError as err:
+        raise LabError(f"{what} {path} is not valid JSON ({err.msg} at line {err.lineno}).") from err
+
+
 def split_file(path: str | Path, image_root: str | Path, split: str = "test",
                image_size: int = 224) -> LabelledImages:
     """A CoOp-style split file: JSON ``{"train"|"val"|"test": [[relative_path, label, classname], ...]}``."""
     path, image_root = Path(path), Path(image_root)
-    try:
-        splits = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise LabError(f"Split file {path} does not exist; check the path.") from err
-    except json.JSONDecodeError as err:
-        raise LabError(f"Split file {path} is not valid JSON ({err.msg} at line {err.lineno}).") from err
+    splits = read_json_file(path, "Split file")
     if split not in splits:
         raise LabError(f"Split file {path} has no '{split}' split; it has: {', '.join(splits)}.")
     items = splits[split]

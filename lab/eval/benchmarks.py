@@ -23,7 +23,6 @@ the tests check the numbers agree with its own functions, offline, to 1e-6.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lab.data.files import class_folder, load_image, split_file
+from lab.data.files import class_folder, load_image, read_json_file, split_file
 from lab.errors import LabError
 from lab.eval.suite import encode_images
 from lab.eval.zeroshot import class_embeddings
@@ -100,12 +99,7 @@ class RetrievalSet:
 def retrieval_set(path: str | Path, split: str = "test") -> RetrievalSet:
     """An image–caption file with several captions per image (see the module docstring)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise LabError(f"Retrieval file {path} does not exist; check the path.") from err
-    except json.JSONDecodeError as err:
-        raise LabError(f"Retrieval file {path} is not valid JSON ({err.msg} at line {err.lineno}).") from err
+    data = read_json_file(path, "Retrieval file")
     if isinstance(data, dict) and "images" in data:  # Karpathy's dataset_coco.json / dataset_flickr30k.json
         items = [{"image": str(Path(i.get("filepath", "")) / i["filename"]), "captions": [s["raw"] for s in i["sentences"]]}
                  for i in data["images"] if i.get("split", split) == split]

@@ -116,7 +116,8 @@ def markdown_table(records: list[dict], teacher: float | None) -> str:
             _fmt(r["cosine_image"], 3), _fmt(r["cka_image"], 3), _fmt(r["simmat_corr"], 3),
             _fmt(r["wall_time_s"], 0), _paper_cell(r)]) + " |")
     note = (f"\nTeacher HM {teacher:.1f}. " if teacher is not None else "\n") + \
-        "Mean ± std over seeds, last step; HM etc. are zero-shot on the plain-style test set (%). " + PAPER_NOTE
+        "Mean ± std over seeds, last step; HM etc. are zero-shot on the plain-style test set (%). Weights: each " \
+        "term's default, chosen on no split (`python -m lab tune` chooses them on the validation split). " + PAPER_NOTE
     return "\n".join(lines) + "\n" + note + "\n" + incomplete_note(records)
 
 

@@ -69,7 +69,6 @@ class Candidate:
     term: str
     weights: dict[str, float]
     val: float | None  # mean validation HM over the seeds that finished
-    run_ids: list[str]
 
 
 def _validation(runs_dir: Path, ids: Sequence[str]) -> float | None:
@@ -138,7 +137,7 @@ def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = 
                 todo = [(_clip_settings(row, w, s, scale), i, str(runs_dir)) for w, row_ids in zip(configs, ids)
                         for s, i in zip(range(seeds), row_ids) if not runs.read_run(runs_dir / i).complete]
                 run_jobs(train, todo, jobs, desc=f"tune {term}")  # a finished run (an earlier row's) is reused
-            candidates = [Candidate(term, w, _validation(runs_dir, i), i) for w, i in zip(configs, ids)]
+            candidates = [Candidate(term, w, _validation(runs_dir, i)) for w, i in zip(configs, ids)]
             if not active and any(c.val is None for c in candidates):
                 break  # not tuned earlier: the later rows use its terms' defaults
             best = pick(candidates, defaults[term])
