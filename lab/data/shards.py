@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,19 +164,33 @@ class Augmentation:
         return int(np.random.default_rng([self.seed, 1, epoch, stable_hash(key)]).integers(self.count))
 
 
+def _resized(im: Image.Image, image_size: int, crop: np.ndarray | None) -> np.ndarray:
+    if crop is None:
+        im = TF.center_crop(TF.resize(im, image_size, interpolation=InterpolationMode.BICUBIC), image_size)
+    else:
+        top, left, height, width, flip = (int(v) for v in crop)
+        im = TF.resized_crop(im, top, left, height, width, [image_size, image_size],
+                             interpolation=InterpolationMode.BICUBIC)
+        if flip:
+            im = TF.hflip(im)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _opened(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
+
+
 def decode_image(data: bytes, image_size: int, crop: np.ndarray | None = None) -> np.ndarray:
     """(S, S, 3) uint8: a crop box (resized bicubic to S, maybe flipped), or shorter side to S and centre crop."""
-    with Image.open(io.BytesIO(data)) as im:
-        im = im.convert("RGB")
-        if crop is None:
-            im = TF.center_crop(TF.resize(im, image_size, interpolation=InterpolationMode.BICUBIC), image_size)
-        else:
-            top, left, height, width, flip = (int(v) for v in crop)
-            im = TF.resized_crop(im, top, left, height, width, [image_size, image_size],
-                                 interpolation=InterpolationMode.BICUBIC)
-            if flip:
-                im = TF.hflip(im)
-        return np.asarray(im, dtype=np.uint8)
+    return _resized(_opened(data), image_size, crop)
+
+
+def decode_crops(data: bytes, image_size: int, boxes: Callable[[int, int], np.ndarray]):
+    """The image decoded once and cut into the crop boxes ``boxes(width, height)`` gives: ``(boxes, images)``."""
+    im = _opened(data)
+    chosen = boxes(*im.size)
+    return chosen, [_resized(im, image_size, box) for box in chosen]
 
 
 def image_size_of(data: bytes) -> tuple[int, int]:
@@ -218,16 +233,27 @@ def read_shard(path: Path, policy: str, problems: list[str]):
         yield {"key": key, "image": sample[ext], "member": f"{key}.{ext}", "caption": caption, "shard": str(path)}
 
 
-def decode_sample(raw: dict, image_size: int, crop, policy: str, problems: list[str]) -> np.ndarray | None:
-    """The sample's image, or None (recorded in ``problems``) when it does not decode and the policy skips."""
+def _readable(raw: dict, policy: str, problems: list[str], decode: Callable):
+    """``decode()``, or None (recorded in ``problems``) when the sample's image does not decode and the policy skips."""
     try:
-        return decode_image(raw["image"], image_size, crop)
+        return decode()
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         message = f"Shard {raw['shard']} member {raw['member']} is not a readable image ({str(err)[:80]})"
         if policy == "stop":
             raise ShardDamage(f"{message}; repair or remove that shard, or set data.corrupt=skip to leave it out.") from err
         problems.append(message)
         return None
+
+
+def decode_sample(raw: dict, image_size: int, crop, policy: str, problems: list[str]) -> np.ndarray | None:
+    """The sample's image, or None (recorded in ``problems``) when it does not decode and the policy skips."""
+    return _readable(raw, policy, problems, lambda: decode_image(raw["image"], image_size, crop))
+
+
+def decode_sample_crops(raw: dict, image_size: int, boxes: Callable[[int, int], np.ndarray], policy: str,
+                        problems: list[str]):
+    """:func:`decode_crops` of the sample (one decode for all its crops), or None as :func:`decode_sample`."""
+    return _readable(raw, policy, problems, lambda: decode_crops(raw["image"], image_size, boxes))
 
 
 def as_is(item):

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lab.data.pairs import DataConfig
-from lab.data.shards import Augmentation, as_is, decode_sample, image_size_of, read_shard
+from lab.data.shards import Augmentation, as_is, decode_sample, decode_sample_crops, read_shard
 from lab.errors import LabError
 from lab.train import dist
 
@@ -154,14 +154,11 @@ class ShardCrops(IterableDataset):
         if self.augmentation.kind == "none":
             image = decode_sample(raw, self.image_size, None, self.corrupt, problems)
             return (np.zeros((1, 5), np.int32), None if image is None else [image])
-        try:
-            width, height = image_size_of(raw["image"])
-        except (OSError, ValueError):
-            decode_sample(raw, self.image_size, None, self.corrupt, problems)  # names it (or stops)
-            return None, None
-        boxes = np.stack([self.augmentation.params(raw["key"], k, width, height) for k in range(self.k)])
-        images = [decode_sample(raw, self.image_size, box, self.corrupt, problems) for box in boxes]
-        return boxes, None if any(i is None for i in images) else images
+        def boxes(width: int, height: int) -> np.ndarray:
+            return np.stack([self.augmentation.params(raw["key"], k, width, height) for k in range(self.k)])
+
+        decoded = decode_sample_crops(raw, self.image_size, boxes, self.corrupt, problems)  # one decode, K crops
+        return (None, None) if decoded is None else decoded
 
     def _item(self, shard, keys, captions, crops, images, problems, last):
         n = len(keys)
