@@ -437,9 +437,8 @@ def similarity_heatmaps(matrices: dict[str, np.ndarray], tick_labels: Sequence[s
     return fig
 
 
-# One colour per run in every chart: a run's colour is its place among all the runs shown anywhere
-# (sorted ids), in a palette of 48 distinct colours.
-# Ten well-separated colours first (Tableau 10), so the runs shown together are told apart at a glance.
+# One colour per run in every chart of a page (its place among the runs picked), from a palette of
+# distinct colours: ten well-separated colours first (Tableau 10), so the runs shown together are told apart at a glance.
 RUN_PALETTE = tuple(dict.fromkeys(pcolors.qualitative.T10 + pcolors.qualitative.Dark24 + pcolors.qualitative.Light24))
 
 

@@ -60,6 +60,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def healthy(url: str) -> bool:
+    """Whether a Streamlit server answers at ``url`` (its ``/_stcore/health`` endpoint)."""
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
 @contextmanager
 def serve(runs_dir: str | Path, timeout: float = 60.0):
     """``streamlit run app.py`` on a free localhost port, reading ``runs_dir``; yields its base URL."""
@@ -72,13 +81,7 @@ def serve(runs_dir: str | Path, timeout: float = 60.0):
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
+        while not healthy(url):
             if server.poll() is not None or time.monotonic() > deadline:
                 output = server.stdout.read().decode(errors="replace") if server.poll() is not None else ""
                 raise LabError(f"The dashboard server did not start within {timeout:.0f} s. {output[-2000:]}")

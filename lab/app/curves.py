@@ -29,7 +29,8 @@ def page() -> None:
         return
     ids = [r.run_id for r in found]
     in_progress = [r.run_id for r in found if r.summary is None]
-    data.keep_known("curve_runs", ids, default=(in_progress[-1:] or []) + data.featured([i for i in ids if i not in in_progress], 2))
+    finished = [i for i in ids if i not in in_progress]
+    data.keep_known("curve_runs", ids, default=(in_progress[-1:] or []) + data.featured(finished, 2))
     chosen = st.sidebar.multiselect("Runs", ids, key="curve_runs")
     shown = [r for r in found if r.run_id in chosen]
     explain.budget_banner(shown)

@@ -20,7 +20,6 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,14 +27,6 @@ from lab.errors import LabError
 
 PROGRESS_TEXT = "Demo training:"
 FIRST_RUN_TEXT = "1 of 1 finished runs"
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
 
 
 def _first_summary(runs_dir: Path) -> Path | None:
@@ -52,7 +43,7 @@ def demo_start_times(checkout: Path, venv: str = "", port: int = 8501, timeout_s
         raise LabError(f"{checkout / 'runs'} already holds finished runs; measure on a fresh clone "
                        f"(git clone -q . /tmp/fresh) so that the first run is trained, not skipped.")
     url = f"http://localhost:{port}"
-    if _healthy(url):
+    if browser.healthy(url):
         raise LabError(f"Something already answers on {url}; stop it or pass another port.")
     command = ["make", "demo", *([f"VENV={venv}"] if venv else [])]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -70,7 +61,7 @@ def demo_start_times(checkout: Path, venv: str = "", port: int = 8501, timeout_s
         return time.perf_counter() - started
 
     try:
-        while not _healthy(url):
+        while not browser.healthy(url):
             elapsed()
             time.sleep(0.2)
         times["server answers"] = elapsed()

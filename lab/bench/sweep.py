@@ -175,8 +175,8 @@ def sweep_times(grid: str = "clipkd", steps: int = 20, seeds: int = 3, configs: 
     bench = SweepBench(grid, steps, full_steps, seeds)
     scratch = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     try:
-        # One untimed distillation run per configuration first: the teacher cache and a compiled graph are
-        # paid once per process, not per run, so no row's time (nor its extrapolation) should carry them.
+        # One untimed no-KD and one distillation run per configuration first: the teacher cache and a compiled
+        # graph are paid once per process, not per run, so no row's time (nor its extrapolation) should carry them.
         kinds = {bool(getattr(r, "loss", "")): r for r in reversed(selected)}  # the first no-KD and KD rows
         for name, overrides in configs.items():
             for warm in kinds.values():

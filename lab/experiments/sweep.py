@@ -64,6 +64,7 @@ def sweep_rows(rows: Sequence[Row | PromptRow], seeds: int, runs_dir: Path, scal
         needs_nokd = any(r == NO_KD or isinstance(r, PromptRow) for r in rows)
         stages = [[(NO_KD, s) for s in range(seeds)] if needs_nokd else [], [j for j in todo if j[0] != NO_KD]]
         for stage in stages:
+            stage = [(r, s) for r, s in stage if not runs.read_run(runs_dir / run_id(r, s, scale)).complete]
             run_jobs(_train_job, [(r, s, runs_dir, scale, tuple(overrides)) for r, s in stage], jobs,
                      desc=f"sweep ({len(stage)} runs)")
         return

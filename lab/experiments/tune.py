@@ -72,8 +72,8 @@ class Candidate:
 
 
 def _validation(runs_dir: Path, ids: Sequence[str]) -> float | None:
-    values = [runs.read_run(runs_dir / i).summary.get(SELECT_BY) for i in ids
-              if runs.read_run(runs_dir / i).complete]
+    found = [runs.read_run(runs_dir / i) for i in ids]
+    values = [r.summary.get(SELECT_BY) for r in found if r.complete]
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
 
