@@ -56,7 +56,10 @@ def test_tune_chooses_by_validation_even_when_the_test_set_disagrees(tmp_path, m
         _fake_summary(path, val_hm=80.0 if planted else 50.0, test_hm=5.0 if planted else 40.0)
         return rid
 
+    swept = []
+
     def fake_sweep_run(row, seed, runs_dir, scale="full", overrides=()):
+        swept.append(row.label)
         path = runs_dir / sweep.run_id(row, seed, scale)
         path.mkdir(exist_ok=True)
         _fake_summary(path, val_hm=0.0, test_hm=20.0 if not row.loss else 30.0)
@@ -68,7 +71,10 @@ def test_tune_chooses_by_validation_even_when_the_test_set_disagrees(tmp_path, m
     record = json.loads(table.with_suffix(".json").read_text())
     (row,) = record["rows"]
     assert row["weights"] == {"crd": 1.0, "icl": 1.0, "fd": 4 * fd_default}  # ties keep the default
-    assert row["val_hm"] == 80.0 and row["test_hm_tuned"][0] == 5.0 and row["test_hm_default"][0] == 30.0
+    # The default weights were a tuning candidate (factor 1): their tuning runs give the default-weight
+    # numbers (test HM 40), and only no KD is trained by the sweep — no configuration is trained twice.
+    assert row["val_hm"] == 80.0 and row["test_hm_tuned"][0] == 5.0 and row["test_hm_default"][0] == 40.0
+    assert swept == ["no KD (task only)"] * 2
     fd_search = next(s for s in row["searched"] if s["term"] == "fd")
     assert [c["weight"] for c in fd_search["candidates"]] == [f * fd_default for f in tune.FACTORS]
     assert f"fd={4 * fd_default:g}" in table.read_text()

@@ -149,9 +149,27 @@ def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = 
             if active:
                 record[row.label] = {"row": row, "weights": current, "searched": searched,
                                      "run_ids": [tune_run_id(row, current, s, scale) for s in range(seeds)]}
-    progress("default weights: the sweep's runs of the same rows (trained if missing)")
-    sweep_rows([NO_KD, *chosen_rows], seeds, runs_dir, scale, jobs=jobs)
+    progress("default weights: the sweep's runs of the same rows, or the tuning runs at the default weights "
+             "(the same configuration); trained if neither exists")
+    missing = [r for r in chosen_rows if not all(runs.read_run(runs_dir / i).complete
+                                                 for i in default_run_ids(r, seeds, runs_dir, scale, defaults))]
+    sweep_rows([NO_KD, *missing], seeds, runs_dir, scale, jobs=jobs)
     return write_tune_tables(grid, seeds, runs_dir, scale, record, defaults)
+
+
+def default_run_ids(row: Row, seeds: int, runs_dir: Path, scale: str, defaults: dict[str, float]) -> list[str]:
+    """Per seed, the run of ``row`` at its default weights: the sweep's, else the tuning run with those weights.
+
+    Both train the same configuration (the tuning run also scores the validation split, after training),
+    so a grid tuned from scratch does not train each row's default weights twice.
+    """
+    row_defaults = {t: defaults[t] for t in parse_terms(row.loss)}
+    ids = []
+    for s in range(seeds):
+        sweep_id, tuning_id = run_id(row, s, scale), tune_run_id(row, row_defaults, s, scale)
+        use_tuning = not runs.read_run(runs_dir / sweep_id).complete and runs.read_run(runs_dir / tuning_id).complete
+        ids.append(tuning_id if use_tuning else sweep_id)
+    return ids
 
 
 def _select_rows(kd_rows: Sequence[Row], asked: Sequence[str]) -> list[Row]:
@@ -201,7 +219,7 @@ def write_tune_tables(grid: str, seeds: int, runs_dir: Path, scale: str, record:
     for label, rec in record.items():
         row = rec["row"]
         tuned = _test_numbers(runs_dir, rec["run_ids"], nokd)
-        default = _test_numbers(runs_dir, [run_id(row, s, scale) for s in range(seeds)], nokd)
+        default = _test_numbers(runs_dir, default_run_ids(row, seeds, runs_dir, scale, defaults), nokd)
         val = _validation(runs_dir, rec["run_ids"])
         for name, numbers in (("tuned", tuned), ("default", default)):
             if numbers["n"]:
