@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", action="store_true",
                    help="time augmented training on webdataset shards (augmentation cache vs online teacher vs no "
                         "KD) and cache-teacher's throughput vs the teacher's bare forward, instead")
+    p.add_argument("--cache-teachers", default="ViT-B-32",
+                   help="with --shards: more teachers (comma-separated) whose cache-teacher throughput is measured "
+                        "after --teacher's; the default, open_clip's ViT-B-32 at 224 px (random weights: the cost "
+                        "does not depend on them), shows a teacher of real size; '' for none")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("cost", help="teacher vs student parameters, FLOPs, latency and throughput beside each "
@@ -368,14 +372,15 @@ def _bench(args, emit) -> int:
               else format_key_times(times, machine_description()))
         return 0
     if args.shards:
-        from lab.bench.shards import augmented_step_costs, cache_teacher_throughput, format_shard_bench
+        from lab.bench.shards import augmented_step_costs, cache_teacher_throughputs, format_shard_bench
 
         step = augmented_step_costs(names[0] if names else "clipkd", args.batch_size, args.rounds, args.steps,
                                     args.device, args.student, args.teacher, progress=progress)
-        throughput = cache_teacher_throughput(args.teacher, rounds=args.rounds, device=args.device, progress=progress)
+        throughputs = cache_teacher_throughputs([args.teacher, *[t for t in args.cache_teachers.split(",") if t]],
+                                                rounds=args.rounds, device=args.device, progress=progress)
         emit(json.dumps({"device": machine_description(), "augmented_step": step.as_dict(),
-                          "cache_teacher": throughput.as_dict()}, indent=2) if args.json
-              else format_shard_bench(step, throughput, machine_description()))
+                          "cache_teacher": [t.as_dict() for t in throughputs]}, indent=2) if args.json
+              else format_shard_bench(step, throughputs, machine_description()))
         return 0
     if args.sweep:
         from lab.bench.sweep import format_profile, format_sweep, jobs_times, optimizer_times, profile_step, \

@@ -243,6 +243,32 @@ def test_tensorboard_event_file_holds_every_logged_key(shards, tmp_path):
         assert written == pytest.approx({r["step"]: r[key] for r in run.metrics() if key in r}, rel=1e-6)
 
 
+def test_crops_are_torchvisions_random_resized_crop_of_their_box():
+    """Each crop obeys RandomResizedCrop's rule (scale, ratio) and is torchvision's resized_crop of its box."""
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    from lab.data.shards import CROP_RATIO, decode_crops
+
+    augmentation = Augmentation("crop", scale=(0.3, 1.0), flip=True, count=4)
+    rng = np.random.default_rng(0)
+    flips = []
+    for i in range(40):
+        pixels = rng.integers(0, 256, (36 + i, 48, 3), dtype=np.uint8)
+        boxes, crops = decode_crops(_png(pixels), 32, lambda w, h: np.stack(
+            [augmentation.params(f"{i:04d}", k, w, h) for k in range(4)]))
+        for (top, left, height, width, flip), crop in zip(boxes.tolist(), crops):
+            assert 0.3 * 0.99 <= height * width / (pixels.shape[0] * pixels.shape[1]) <= 1.0
+            assert CROP_RATIO[0] * 0.9 <= width / height <= CROP_RATIO[1] * 1.1  # rounding to whole pixels
+            reference = TF.resized_crop(Image.fromarray(pixels), top, left, height, width, [32, 32],
+                                        interpolation=InterpolationMode.BICUBIC)
+            reference = TF.hflip(reference) if flip else reference
+            assert np.array_equal(crop, np.asarray(reference))
+            flips.append(flip)
+    assert 0.3 < np.mean(flips) < 0.7  # flipped half the time
+
+
 def test_bench_shards_rows_are_measured_side_by_side():
     from lab.bench.shards import augmented_step_costs, cache_teacher_throughput, format_shard_bench
 
@@ -250,8 +276,8 @@ def test_bench_shards_rows_are_measured_side_by_side():
     throughput = cache_teacher_throughput(images=16, per_shard=8, crops=2, batch_size=16, workers=1, rounds=1,
                                           progress=lambda m: None)
     assert step.nokd_s > 0 and step.cached_s > 0 and step.online_s > 0 and throughput.crops == 32
-    table = format_shard_bench(step, throughput, "cpu")
-    assert f"ratio {throughput.ratio:.2f}" in table and "cached (K crops)" in table
+    table = format_shard_bench(step, [throughput], "cpu")
+    assert f"{throughput.ratio:>7.2f}  " in table and "cached (K crops)" in table and "shipped" in table
 
 
 def test_truncated_shard_and_missing_caption_are_named(tmp_path):
