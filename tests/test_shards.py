@@ -277,7 +277,7 @@ def test_bench_shards_rows_are_measured_side_by_side():
                                           progress=lambda m: None)
     assert step.nokd_s > 0 and step.cached_s > 0 and step.online_s > 0 and throughput.crops == 32
     table = format_shard_bench(step, [throughput], "cpu")
-    assert f"{throughput.ratio:>7.2f}  " in table and "cached (K crops)" in table and "shipped" in table
+    assert throughput.setup_s >= 0 and f"{throughput.ratio:>7.2f}{throughput.setup_s:>9.2f}  " in table and "cached (K crops)" in table and "shipped" in table
 
 
 def test_truncated_shard_and_missing_caption_are_named(tmp_path):
