@@ -92,8 +92,9 @@ class Throughput:
         return self.pipeline_crops_per_s / self.forward_crops_per_s
 
     def as_dict(self) -> dict:
-        return {"teacher": self.teacher, "image_size": self.image_size, "crops": self.crops, "pipeline_crops_per_s": self.pipeline_crops_per_s,
-                "forward_crops_per_s": self.forward_crops_per_s, "setup_s": self.setup_s, "ratio": self.ratio, "target": THROUGHPUT_TARGET}
+        return {"teacher": self.teacher, "image_size": self.image_size, "crops": self.crops,
+                "pipeline_crops_per_s": self.pipeline_crops_per_s, "forward_crops_per_s": self.forward_crops_per_s,
+                "setup_s": self.setup_s, "ratio": self.ratio, "target": THROUGHPUT_TARGET}
 
 
 def cache_teacher_throughput(teacher: str = "shipped", images: int = 0, per_shard: int = 0, crops: int = 4,
