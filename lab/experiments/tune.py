@@ -9,10 +9,11 @@ any was chosen), and the weight with the best **validation** HM, averaged over t
 scored on the ShapesWorld validation split (``eval.val_per_style``, disjoint from the test set) into
 ``val/...`` keys, and only those keys are compared.
 
-The table written beside the default-weight one (``runs/_tables/<scale->tune-<grid>.md`` and ``.csv``)
-gives, per row, the chosen weights, their validation HM, and the test-set HM and gap closed at the
-chosen weights beside the default weights' (the sweep's own runs, trained if missing). Every
-candidate's validation score is kept in ``…tune-<grid>.json``. For the ``clipkd`` grid the rank agreement
+The table written beside the default-weight one (``runs/_tables/<scale->tune-<grid>.md``) gives, per
+row, the chosen weights, their validation HM, and the test-set HM and gap closed at the chosen weights
+beside the default weights' (the sweep's runs, or the tuning runs at the default weights — the same
+configuration — trained if neither exists). Every candidate's validation score is kept in
+``…tune-<grid>.json``. For the ``clipkd`` grid the rank agreement
 (Spearman ρ) between the lab's per-term gains over no KD and CLIP-KD Table 1's is printed at both
 weightings — a report, never a target.
 """
