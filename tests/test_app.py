@@ -79,6 +79,31 @@ def test_ablations_page_shows_a_prompt_grid_table_with_its_paper_column(tmp_path
     assert table.loc[table["row"] == "PromptKD", "paper"].iloc[0] == 83.73
 
 
+def test_ablations_page_shows_the_weights_tune_chose(tmp_path):
+    """A `python -m lab tune` record (and no sweep table) is shown: chosen vs default weights, the candidates'
+    validation scores, and the test set's numbers at both."""
+    from lab.experiments.tables import TABLES_DIR
+
+    record = {"grid": "clipkd", "seeds": 3, "scale": "full", "select_by": "val/hm", "rows": [
+        {"row": "GD", "weights": {"gd": 0.5}, "default_weights": {"gd": 1.0}, "val_hm": 37.5,
+         "test_hm_tuned": [37.1, 2.2], "test_hm_default": [36.7, 2.3], "gap_closed_tuned": [6.0, 3.0],
+         "gap_closed_default": [float("nan"), float("nan")],
+         "searched": [{"term": "gd", "chosen": 0.5, "candidates": [{"weight": 0.5, "val_hm": 37.5},
+                                                                   {"weight": 1.0, "val_hm": None}]}]}]}
+    (tmp_path / TABLES_DIR).mkdir()
+    (tmp_path / TABLES_DIR / "tune-clipkd.json").write_text(json.dumps(record))
+    (tmp_path / TABLES_DIR / "demo-tune-cliprd.json").write_text("{}")
+    at = run_page("ablations", tmp_path)
+    assert not at.exception
+    assert any("python -m lab sweep" in i.value for i in at.info)  # no sweep table yet: says how to make one
+    assert any("demo-tune-cliprd.json" in w.value and "not a tuning record" in w.value for w in at.warning)
+    row = at.dataframe[0].value.iloc[0]
+    assert (row["chosen weights"], row["default weights"]) == ("gd=0.5", "gd=1")
+    assert row["searched (validation HM)"] == "gd: 0.5 (37.5) · 1 (—)"
+    assert (row["test HM, chosen"], row["test HM, default"], row["gap closed %, default"]) == \
+        ("37.1 ± 2.2", "36.7 ± 2.3", "—")
+
+
 @pytest.mark.parametrize("protocol, bars", [("base2novel", ["base", "novel", "hm"]),
                                             ("domain", ["plain", "textured", "sketch", "noisy"])])
 def test_protocols_page_shows_each_protocol(prompt_runs, protocol, bars):

@@ -62,7 +62,30 @@ def page() -> None:
     if not tables:
         st.info(f"No sweep tables in `{data.runs_dir()}/_tables` yet. Make one with "
                 f"`python -m lab sweep --grid clipkd --seeds 3` (or `make demo` for one seed of every grid at the demo budget).")
+    else:
+        sweep_section(tables)
+    tuned_section()
+
+
+def tuned_section() -> None:
+    """The weights ``python -m lab tune`` chose on the validation split, with the test set's numbers beside."""
+    tables, problems = data.tune_tables()
+    for problem in problems:
+        st.warning(problem)
+    if not tables:
         return
+    st.subheader("Weights chosen on the validation split")
+    data.keep_known("tune_table", list(tables))
+    name = st.selectbox("Tuning", list(tables), key="tune_table")
+    if name.startswith(("fast-", "demo-")):
+        st.markdown(f":orange-background[⚠️ These weights were tuned at {explain.BUDGET_WORDS[name.split('-', 1)[0]]}.]")
+    st.dataframe(tables[name], hide_index=True, width="stretch")
+    st.caption("Each row's new terms were searched over the weights listed (each with its validation HM, averaged "
+               "over the seeds); the validation split, disjoint from the test set, chose. The test set chose nothing: "
+               "it gives the numbers at the chosen and at the default weights (mean ± std over the seeds).")
+
+
+def sweep_section(tables: dict[str, pd.DataFrame]) -> None:
     data.keep_known("sweep_table", list(tables))
     name = st.sidebar.selectbox("Sweep", list(tables), key="sweep_table")
     table = tables[name]

@@ -159,6 +159,35 @@ def sweep_tables() -> tuple[dict[str, pd.DataFrame], list[str]]:
     return tables, problems
 
 
+def tune_tables() -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Every readable ``python -m lab tune`` record (``runs/_tables/*tune-*.json``) as a table by name, and a
+    sentence per file that is not."""
+    folder = Path(runs_dir()) / TABLES_DIR
+    tables, problems = {}, []
+    for path in sorted(folder.glob("*tune-*.json")) if folder.is_dir() else []:
+        try:
+            rows = json.loads(path.read_text())["rows"]
+            tables[path.stem] = pd.DataFrame([_tuned_row(r) for r in rows])
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+            problems.append(f"`{path.name}` is not a tuning record ({type(err).__name__}); rerun "
+                            f"`python -m lab tune` (its finished runs are kept), or delete it.")
+    return tables, problems
+
+
+def _tuned_row(record: dict) -> dict:
+    pair = lambda p: "—" if p[0] is None or p[0] != p[0] else f"{p[0]:.1f} ± {p[1]:.1f}"  # noqa: E731
+    weights = lambda w: ", ".join(f"{t}={v:g}" for t, v in w.items())  # noqa: E731
+    searched = "; ".join(f"{s['term']}: " + " · ".join(
+        f"{c['weight']:g} ({'—' if c['val_hm'] is None else format(c['val_hm'], '.1f')})" for c in s["candidates"])
+        for s in record["searched"])
+    return {"row": record["row"], "chosen weights": weights(record["weights"]),
+            "default weights": weights(record["default_weights"]), "searched (validation HM)": searched,
+            "validation HM (chose)": None if record["val_hm"] is None else round(record["val_hm"], 1),
+            "test HM, chosen": pair(record["test_hm_tuned"]), "test HM, default": pair(record["test_hm_default"]),
+            "gap closed %, chosen": pair(record["gap_closed_tuned"]),
+            "gap closed %, default": pair(record["gap_closed_default"])}
+
+
 def keep_known(key: str, options: list, default=None) -> None:
     """Drop a remembered widget value that is no longer among ``options`` (another runs directory, a
     link from another page), falling back to ``default``."""
