@@ -23,15 +23,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}.\n")
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (a count of rounds, steps, seeds, a batch size)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _whole_number_at_least(least: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+        return value
+    return parse
+
+
+positive_int = _whole_number_at_least(1)  # an argparse type: a count of rounds, steps, seeds, a batch size
+non_negative_int = _whole_number_at_least(0)  # an argparse type: a count that may be 0
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -101,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", default="", help="only these rows (labels or slugs, ';'-separated; default: every "
                                                "distillation row); earlier rows' choices are used when present")
     p.add_argument("--jobs", type=positive_int, default=1, help="runs trained at once (as for sweep)")
+    p.add_argument("--extend", type=non_negative_int, default=2,
+                   help="when the best weight is at an end of the grid, search one step further that way, at most "
+                        "this many times (default 2; 0: the grid only)")
     p.add_argument("--runs-dir", default=os.environ.get("LAB_RUNS_DIR", "runs"), help="where runs are written")
 
     p = sub.add_parser("bench", help="time a training step per loss term (cached and online teacher) vs no KD")
@@ -327,7 +335,7 @@ def _cmd_tune(args) -> int:
     check_scale(args.scale)
     _writable_runs_dir(args.runs_dir)
     rows = [r.strip() for r in args.rows.split(";") if r.strip()]
-    table = tune(args.grid, args.seeds, args.runs_dir, args.scale, rows=rows, jobs=args.jobs,
+    table = tune(args.grid, args.seeds, args.runs_dir, args.scale, rows=rows, jobs=args.jobs, extend=args.extend,
                  progress=lambda msg: print(msg, file=sys.stderr))
     print(f"tuning table written to {table} (every candidate's validation score: {table.with_suffix('.json')})")
     return 0

@@ -76,8 +76,33 @@ def test_tune_chooses_by_validation_even_when_the_test_set_disagrees(tmp_path, m
     assert row["val_hm"] == 80.0 and row["test_hm_tuned"][0] == 5.0 and row["test_hm_default"][0] == 40.0
     assert swept == ["no KD (task only)"] * 2
     fd_search = next(s for s in row["searched"] if s["term"] == "fd")
-    assert [c["weight"] for c in fd_search["candidates"]] == [f * fd_default for f in tune.FACTORS]
+    # ×4 is the grid's end, so one step further (×8) was searched too; it lost, and the search stopped.
+    assert [c["weight"] for c in fd_search["candidates"]] == [f * fd_default for f in (*tune.FACTORS, 8.0)]
     assert f"fd={4 * fd_default:g}" in table.read_text()
+
+
+def test_a_best_weight_at_the_grids_end_extends_the_search_that_way():
+    """Validation HM peaks at ×8 (beyond the grid): the search grows to ×8, then ×16, and keeps ×8; a peak
+    further out still stops after EXTEND steps; a peak below the grid extends downwards."""
+    from lab.experiments.tune import EXTEND, FACTORS, Candidate, pick, search_with_extension
+
+    def searcher(peak: float, asked: list):
+        def search(fs):
+            asked.append(list(fs))
+            return [Candidate("fd", {"fd": f}, -abs(np.log2(f / peak))) for f in fs]
+        return search
+
+    asked = []
+    found = search_with_extension(searcher(8.0, asked), list(FACTORS), 1.0, EXTEND)
+    assert asked == [list(FACTORS), [8.0], [16.0]] and pick(found, 1.0).weights["fd"] == 8.0
+    assert [c.weights["fd"] for c in found] == [*FACTORS, 8.0, 16.0]
+    asked = []
+    found = search_with_extension(searcher(1000.0, asked), list(FACTORS), 1.0, EXTEND)
+    assert len(asked) == 1 + EXTEND and pick(found, 1.0).weights["fd"] == 4.0 * 2 ** EXTEND
+    asked = []
+    found = search_with_extension(searcher(0.1, asked), list(FACTORS), 1.0, EXTEND)
+    assert asked[1:] == [[0.125], [0.0625]] and pick(found, 1.0).weights["fd"] == 0.125
+    assert search_with_extension(searcher(8.0, []), list(FACTORS), 1.0, 0) is not None  # extend=0: the grid only
 
 
 def test_new_terms_of_a_recipe_are_those_its_largest_earlier_row_lacks():
@@ -96,7 +121,7 @@ def test_tune_trains_real_fast_runs_and_scores_them_on_validation(tmp_path):
     from lab import runs
     from lab.experiments.tune import tune
 
-    table = tune("clipkd", seeds=1, runs_dir=tmp_path, scale="fast", factors=(0.5, 2.0), rows=["FD"],
+    table = tune("clipkd", seeds=1, runs_dir=tmp_path, scale="fast", factors=(0.5, 2.0), rows=["FD"], extend=0,
                  progress=lambda msg: None)
     record = json.loads(table.with_suffix(".json").read_text())
     (row,) = record["rows"]

@@ -3,7 +3,7 @@
 For each distillation row of a grid, in the grid's order, the row's *new* terms — those not in the
 largest earlier row whose terms it contains (all of a single-term row; GD in "CLIP-KD +GD") — are
 tuned one after another by coordinate search: the term's weight runs over its default × :data:`FACTORS`
-(log-spaced), the row's other terms at the weights chosen for them so far (their defaults before
+(log-spaced; when the best is at an end, one step further that way, up to :data:`EXTEND` times), the row's other terms at the weights chosen for them so far (their defaults before
 any was chosen), and the weight with the best **validation** HM, averaged over the seeds, is kept
 (ties: the one nearer the default). The test set is never read for a choice: every tuning run is
 scored on the ShapesWorld validation split (``eval.val_per_style``, disjoint from the test set) into
@@ -35,6 +35,7 @@ from lab.experiments.tables import TABLES_DIR, gap_closed, mean_std
 from lab.losses.objective import TERMS, parse_terms
 
 FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
+EXTEND = 2  # a best weight at an end of the grid: the grid grows one step that way, at most this many times
 SELECT_BY = "val/hm"  # the only key a choice reads
 
 
@@ -90,6 +91,27 @@ def pick(candidates: Sequence[Candidate], default: float) -> Candidate:
     return max(scored, key=lambda c: (c.val, -abs(math.log(c.weights[c.term] / default))))
 
 
+def search_with_extension(search: Callable[[Sequence[float]], list[Candidate] | None], factors: list[float],
+                          default: float, extend: int) -> list[Candidate] | None:
+    """``search(factors)``, then, while the best candidate is the smallest or the largest weight, one more
+    factor beyond it (the grid's own step: ×2 for :data:`FACTORS`), at most ``extend`` times — so that a
+    weight the grid's ends cut off is found the same way for every term. Sorted by weight."""
+    candidates = search(factors)
+    for _ in range(extend):
+        if candidates is None or len(factors) < 2:
+            break
+        best = pick(candidates, default)
+        if best is candidates[-1]:
+            factors, new = factors + [factors[-1] ** 2 / factors[-2]], [factors[-1] ** 2 / factors[-2]]
+        elif best is candidates[0]:
+            factors, new = [factors[0] ** 2 / factors[1]] + factors, [factors[0] ** 2 / factors[1]]
+        else:
+            break
+        more = search(new)
+        candidates = None if more is None else sorted(candidates + more, key=lambda c: c.weights[c.term])
+    return candidates
+
+
 def _clip_settings(row: Row, weights: dict[str, float], seed: int, scale: str) -> list[str]:
     budget = SCALES[scale][0]
     per_style = next((s.split("=", 1)[1] for s in reversed(budget) if s.startswith("eval.per_style=")), "1280")
@@ -107,7 +129,7 @@ def train_tuning_run(job: tuple[list[str], str, str]) -> str:
 
 
 def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = "full",
-         factors: Sequence[float] = FACTORS, rows: Sequence[str] = (), jobs: int = 1,
+         factors: Sequence[float] = FACTORS, rows: Sequence[str] = (), jobs: int = 1, extend: int = EXTEND,
          train: Callable[[tuple], str] = train_tuning_run, progress: Callable[[str], None] = print) -> Path:
     """Choose every row's weights on the validation split; write the tuned-vs-default table; returns its .md."""
     from lab.experiments.sweep import sweep_rows
@@ -129,17 +151,23 @@ def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = 
         current = {t: tuned.get(t, defaults[t]) for t in terms}
         searched = []
         for term in new_terms(row, kd_rows[:index]):
-            configs = [{**current, term: defaults[term] * f} for f in factors]
-            ids = [[tune_run_id(row, w, s, scale) for s in range(seeds)] for w in configs]
-            if active:
-                others = weights_spec({t: w for t, w in current.items() if t != term}) or "none"
-                progress(f"tune {row.label}: {term} over {', '.join(f'{w[term]:g}' for w in configs)} "
-                         f"({len(configs) * seeds} runs; the others at {others})")
-                todo = [(_clip_settings(row, w, s, scale), i, str(runs_dir)) for w, row_ids in zip(configs, ids)
-                        for s, i in zip(range(seeds), row_ids) if not runs.read_run(runs_dir / i).complete]
-                run_jobs(train, todo, jobs, desc=f"tune {term}")  # a finished run (an earlier row's) is reused
-            candidates = [Candidate(term, w, _validation(runs_dir, i)) for w, i in zip(configs, ids)]
-            if not active and any(c.val is None for c in candidates):
+            def search(fs: Sequence[float]) -> list[Candidate] | None:
+                """The candidates ``current`` with ``term`` at default × each of ``fs`` (trained if the row is
+                being tuned); None when the row is not and some of their runs are missing."""
+                configs = [{**current, term: defaults[term] * f} for f in fs]
+                ids = [[tune_run_id(row, w, s, scale) for s in range(seeds)] for w in configs]
+                if active:
+                    others = weights_spec({t: w for t, w in current.items() if t != term}) or "none"
+                    progress(f"tune {row.label}: {term} over {', '.join(f'{w[term]:g}' for w in configs)} "
+                             f"({len(configs) * seeds} runs; the others at {others})")
+                    todo = [(_clip_settings(row, w, s, scale), i, str(runs_dir)) for w, row_ids in zip(configs, ids)
+                            for s, i in zip(range(seeds), row_ids) if not runs.read_run(runs_dir / i).complete]
+                    run_jobs(train, todo, jobs, desc=f"tune {term}")  # a finished run (an earlier row's) is reused
+                found = [Candidate(term, w, _validation(runs_dir, i)) for w, i in zip(configs, ids)]
+                return None if not active and any(c.val is None for c in found) else found
+
+            candidates = search_with_extension(search, list(factors), defaults[term], extend)
+            if candidates is None:
                 break  # not tuned earlier: the later rows use its terms' defaults
             best = pick(candidates, defaults[term])
             current = dict(best.weights)
@@ -241,8 +269,9 @@ def write_tune_tables(grid: str, seeds: int, runs_dir: Path, scale: str, record:
             if agreement:
                 lines.append(f"\nRank agreement of the lab's HM gains over no KD with CLIP-KD Table 1's ImageNet "
                              f"gains, {name} weights: {agreement} (a report, not a target).")
-    lines.append(f"\nEach new term's weight searched over its default × {{{', '.join(f'{f:g}' for f in FACTORS)}}}, "
-                 f"the row's other terms at the weights chosen before; the test set chose nothing.")
+    lines.append(f"\nEach new term's weight searched over its default × {{{', '.join(f'{f:g}' for f in FACTORS)}}} "
+                 f"(a best weight at an end: one step further that way, up to {EXTEND} times), the row's other terms "
+                 f"at the weights chosen before; the test set chose nothing.")
     folder = runs_dir / TABLES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{scale_prefix(scale)}tune-{grid}"
