@@ -175,8 +175,9 @@ def tune_tables() -> tuple[dict[str, pd.DataFrame], list[str]]:
 
 
 def _tuned_row(record: dict) -> dict:
-    pair = lambda p: "—" if p[0] is None or p[0] != p[0] else f"{p[0]:.1f} ± {p[1]:.1f}"  # noqa: E731
-    weights = lambda w: ", ".join(f"{t}={v:g}" for t, v in w.items())  # noqa: E731
+    from lab.experiments.tables import plus_minus as pair
+    from lab.experiments.tune import weights_spec as weights
+
     searched = "; ".join(f"{s['term']}: " + " · ".join(
         f"{c['weight']:g} ({'—' if c['val_hm'] is None else format(c['val_hm'], '.1f')})" for c in s["candidates"])
         for s in record["searched"])

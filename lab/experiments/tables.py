@@ -86,7 +86,8 @@ def teacher_hm(grid: str, seeds: int, runs_dir: str | Path = "runs", scale: str 
     return None
 
 
-def _fmt(pair: tuple[float, float], digits: int = 1) -> str:
+def plus_minus(pair: tuple[float, float], digits: int = 1) -> str:
+    """``(mean, std)`` as "m ± s"; "—" when the mean is NaN (no finished seed)."""
     mean, std = pair
     return "—" if mean != mean else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -111,10 +112,11 @@ def markdown_table(records: list[dict], teacher: float | None) -> str:
     lines = [head, "|" + "---|" * 13]
     for r in records:
         lines.append("| " + " | ".join([
-            r["row"], _seeds(r), _fmt(r["hm"]), _fmt(r["top1"]), _fmt(r["base"]),
-            _fmt(r["novel"]), "—" if r["loss"] == "task" else _fmt(r["gap_closed"]), _fmt(r["retrieval_i2t_r1"]),
-            _fmt(r["cosine_image"], 3), _fmt(r["cka_image"], 3), _fmt(r["simmat_corr"], 3),
-            _fmt(r["wall_time_s"], 0), _paper_cell(r)]) + " |")
+            r["row"], _seeds(r), plus_minus(r["hm"]), plus_minus(r["top1"]), plus_minus(r["base"]),
+            plus_minus(r["novel"]), "—" if r["loss"] == "task" else plus_minus(r["gap_closed"]),
+            plus_minus(r["retrieval_i2t_r1"]),
+            plus_minus(r["cosine_image"], 3), plus_minus(r["cka_image"], 3), plus_minus(r["simmat_corr"], 3),
+            plus_minus(r["wall_time_s"], 0), _paper_cell(r)]) + " |")
     note = (f"\nTeacher HM {teacher:.1f}. " if teacher is not None else "\n") + \
         "Mean ± std over seeds, last step; HM etc. are zero-shot on the plain-style test set (%). Weights: each " \
         "term's default, chosen on no split (`python -m lab tune` chooses them on the validation split). " + PAPER_NOTE
@@ -193,9 +195,10 @@ def prompt_markdown_table(records: list[dict]) -> str:
              "| teacher zero-shot | α | wall s | paper |", "|" + "---|" * 13]
     for r in records:
         lines.append("| " + " | ".join([
-            r["row"], r["protocol"], _seeds(r), _fmt(r["score"]), r["headline"],
-            _fmt(r["base"]), _fmt(r["novel"]), _fmt(r["student_zeroshot"]), _fmt(r["teacher"]),
-            _fmt(r["teacher_zeroshot"]), _fmt(r["alpha"], 3), _fmt(r["wall_time_s"], 0), _paper_cell(r)]) + " |")
+            r["row"], r["protocol"], _seeds(r), plus_minus(r["score"]), r["headline"],
+            plus_minus(r["base"]), plus_minus(r["novel"]), plus_minus(r["student_zeroshot"]), plus_minus(r["teacher"]),
+            plus_minus(r["teacher_zeroshot"]), plus_minus(r["alpha"], 3), plus_minus(r["wall_time_s"], 0),
+            _paper_cell(r)]) + " |")
     note = ("\nMean ± std over seeds, last step (%). metric: hm = base-to-novel HM on the plain style; top1 = "
             "top-1 on the target label space (plain style); target_top1 = mean top-1 over the styles the teacher "
             "and student never saw. base/novel: plain style (domain: the source style). " + PAPER_NOTE)

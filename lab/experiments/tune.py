@@ -3,9 +3,10 @@
 For each distillation row of a grid, in the grid's order, the row's *new* terms — those not in the
 largest earlier row whose terms it contains (all of a single-term row; GD in "CLIP-KD +GD") — are
 tuned one after another by coordinate search: the term's weight runs over its default × :data:`FACTORS`
-(log-spaced; when the best is at an end, one step further that way, up to :data:`EXTEND` times), the row's other terms at the weights chosen for them so far (their defaults before
-any was chosen), and the weight with the best **validation** HM, averaged over the seeds, is kept
-(ties: the one nearer the default). The test set is never read for a choice: every tuning run is
+(log-spaced; when the best is at an end, one step further that way, up to :data:`EXTEND` times), the
+row's other terms at the weights chosen for them so far (their defaults before any was chosen), and
+the weight with the best **validation** HM, averaged over the seeds, is kept (ties: the one nearer the
+default). The test set is never read for a choice: every tuning run is
 scored on the ShapesWorld validation split (``eval.val_per_style``, disjoint from the test set) into
 ``val/...`` keys, and only those keys are compared.
 
@@ -31,7 +32,7 @@ from lab.errors import LabError
 from lab.experiments.grids import NO_KD, SCALES, PromptRow, Row, check_scale, grid_rows, paper_number, run_id, \
     scale_prefix
 from lab.experiments.parallel import run_jobs
-from lab.experiments.tables import TABLES_DIR, gap_closed, mean_std
+from lab.experiments.tables import TABLES_DIR, plus_minus, gap_closed, mean_std
 from lab.losses.objective import TERMS, parse_terms
 
 FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -102,12 +103,14 @@ def search_with_extension(search: Callable[[Sequence[float]], list[Candidate] | 
             break
         best = pick(candidates, default)
         if best is candidates[-1]:
-            factors, new = factors + [factors[-1] ** 2 / factors[-2]], [factors[-1] ** 2 / factors[-2]]
+            step = factors[-1] ** 2 / factors[-2]
+            factors = factors + [step]
         elif best is candidates[0]:
-            factors, new = [factors[0] ** 2 / factors[1]] + factors, [factors[0] ** 2 / factors[1]]
+            step = factors[0] ** 2 / factors[1]
+            factors = [step] + factors
         else:
             break
-        more = search(new)
+        more = search([step])
         candidates = None if more is None else sorted(candidates + more, key=lambda c: c.weights[c.term])
     return candidates
 
@@ -253,11 +256,10 @@ def write_tune_tables(grid: str, seeds: int, runs_dir: Path, scale: str, record:
         for name, numbers in (("tuned", tuned), ("default", default)):
             if numbers["n"]:
                 gains[name][label] = numbers["hm"][0] - nokd_hm[0]
-        fmt = lambda pair: "—" if pair[0] != pair[0] else f"{pair[0]:.1f} ± {pair[1]:.1f}"  # noqa: E731
         row_defaults = {t: defaults[t] for t in parse_terms(row.loss)}
         lines.append(f"| {label} | {weights_spec(rec['weights'])} | {'—' if val is None else f'{val:.1f}'} | "
-                     f"{fmt(tuned['hm'])} | {fmt(default['hm'])} | {fmt(tuned['gap_closed'])} | "
-                     f"{fmt(default['gap_closed'])} | {weights_spec(row_defaults)} |")
+                     f"{plus_minus(tuned['hm'])} | {plus_minus(default['hm'])} | {plus_minus(tuned['gap_closed'])} | "
+                     f"{plus_minus(default['gap_closed'])} | {weights_spec(row_defaults)} |")
         rows_out.append({"row": label, "weights": rec["weights"], "default_weights": row_defaults, "val_hm": val,
                          "test_hm_tuned": tuned["hm"], "test_hm_default": default["hm"],
                          "gap_closed_tuned": tuned["gap_closed"], "gap_closed_default": default["gap_closed"],
