@@ -182,11 +182,12 @@ def _tuned_row(record: dict) -> dict:
         f"{c['weight']:g} ({'—' if c['val_hm'] is None else format(c['val_hm'], '.1f')})" for c in s["candidates"])
         for s in record["searched"])
     return {"row": record["row"], "chosen weights": weights(record["weights"]),
-            "default weights": weights(record["default_weights"]), "searched (validation HM)": searched,
+            "default weights": weights(record["default_weights"]),
             "validation HM (chose)": None if record["val_hm"] is None else round(record["val_hm"], 1),
             "test HM, chosen": pair(record["test_hm_tuned"]), "test HM, default": pair(record["test_hm_default"]),
             "gap closed %, chosen": pair(record["gap_closed_tuned"]),
-            "gap closed %, default": pair(record["gap_closed_default"])}
+            "gap closed %, default": pair(record["gap_closed_default"]),
+            "searched (validation HM)": searched}  # last: the widest column
 
 
 def keep_known(key: str, options: list, default=None) -> None:
