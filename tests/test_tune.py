@@ -41,16 +41,17 @@ def _fake_summary(path, val_hm: float, test_hm: float) -> None:
 
 
 def test_tune_chooses_by_validation_even_when_the_test_set_disagrees(tmp_path, monkeypatch):
-    """A planted weight (FD at 4× its default) is best on validation and worst on test: it must be chosen."""
+    """A planted weight (CLIP-KD's CRD at 4× its default) is best on validation and worst on test: it must be
+    chosen."""
     from lab.experiments import sweep, tune
     from lab.losses.objective import parse_weights
 
-    fd_default = tune.default_weights(["fd"])["fd"]
+    defaults = tune.default_weights(["crd", "icl", "fd"])
 
     def fake_tuning_run(job):
         settings, rid, runs_dir = job
         weights = parse_weights(next(s.split("=", 1)[1] for s in settings if s.startswith("weights=")))
-        planted = weights["fd"] == 4 * fd_default
+        planted = weights == {**defaults, "crd": 4 * defaults["crd"]}
         path = tmp_path / rid
         path.mkdir()
         _fake_summary(path, val_hm=80.0 if planted else 50.0, test_hm=5.0 if planted else 40.0)
@@ -70,15 +71,17 @@ def test_tune_chooses_by_validation_even_when_the_test_set_disagrees(tmp_path, m
                       progress=lambda msg: None)
     record = json.loads(table.with_suffix(".json").read_text())
     (row,) = record["rows"]
-    assert row["weights"] == {"crd": 1.0, "icl": 1.0, "fd": 4 * fd_default}  # ties keep the default
+    assert row["weights"] == {**defaults, "crd": 4 * defaults["crd"]}  # elsewhere all tie: the defaults stay
     # The default weights were a tuning candidate (factor 1): their tuning runs give the default-weight
     # numbers (test HM 40), and only no KD is trained by the sweep — no configuration is trained twice.
     assert row["val_hm"] == 80.0 and row["test_hm_tuned"][0] == 5.0 and row["test_hm_default"][0] == 40.0
     assert swept == ["no KD (task only)"] * 2
-    fd_search = next(s for s in row["searched"] if s["term"] == "fd")
+    # The recipe's parts were tuned first, as in the clipkd grid; the recipe itself searched only CRD.
+    assert list(record["recipe_parts"]) == ["CRD", "FD", "ICL", "FD+ICL"]
+    (crd_search,) = row["searched"]
     # ×4 is the grid's end, so one step further (×8) was searched too; it lost, and the search stopped.
-    assert [c["weight"] for c in fd_search["candidates"]] == [f * fd_default for f in (*tune.FACTORS, 8.0)]
-    assert f"fd={4 * fd_default:g}" in table.read_text()
+    assert [c["weight"] for c in crd_search["candidates"]] == [f * defaults["crd"] for f in (*tune.FACTORS, 8.0)]
+    assert f"crd={4 * defaults['crd']:g}" in table.read_text()
 
 
 def test_a_best_weight_at_the_grids_end_extends_the_search_that_way():
@@ -115,6 +118,15 @@ def test_new_terms_of_a_recipe_are_those_its_largest_earlier_row_lacks():
     assert new_terms(*by_label["FD+ICL+CRD (CLIP-KD)"]) == ["crd"]
     assert new_terms(*by_label["GD"]) == ["gd"]
     assert new_terms(Row("x", "crd+icl+fd"), []) == ["crd", "icl", "fd"]
+
+
+def test_a_recipe_is_tuned_through_the_same_parts_in_every_grid():
+    from lab.experiments.grids import GRIDS
+    from lab.experiments.tune import recipe_parts
+
+    assert recipe_parts(GRIDS["clipkd"]) == []
+    parts = ["CRD", "FD", "ICL", "FD+ICL"]  # the clipkd grid's rows CLIP-KD is tuned through
+    assert [r.label for r in recipe_parts(GRIDS["cliprd"])] == [r.label for r in recipe_parts(GRIDS["core"])] == parts
 
 
 def test_tune_trains_real_fast_runs_and_scores_them_on_validation(tmp_path):

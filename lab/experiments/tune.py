@@ -6,9 +6,10 @@ tuned one after another by coordinate search: the term's weight runs over its de
 (log-spaced; when the best is at an end, one step further that way, up to :data:`EXTEND` times), the
 row's other terms at the weights chosen for them so far (their defaults before any was chosen), and
 the weight with the best **validation** HM, averaged over the seeds, is kept (ties: the one nearer the
-default). The test set is never read for a choice: every tuning run is
-scored on the ShapesWorld validation split (``eval.val_per_style``, disjoint from the test set) into
-``val/...`` keys, and only those keys are compared.
+default). A grid holding the CLIP-KD recipe without its parts tunes the ``clipkd`` grid's CRD, FD, ICL
+and FD+ICL rows first (:func:`recipe_parts`), so one recipe gets one choice. The test set is never read
+for a choice: every tuning run is scored on the ShapesWorld validation split (``eval.val_per_style``,
+disjoint from the test set) into ``val/...`` keys, and only those keys are compared.
 
 The table written beside the default-weight one (``runs/_tables/<scale->tune-<grid>.md``) gives, per
 row, the chosen weights, their validation HM, and the test-set HM and gap closed at the chosen weights
@@ -143,11 +144,16 @@ def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = 
     if any(isinstance(r, PromptRow) for r in all_rows):
         raise LabError(f"`tune` chooses the weights of CLIP distillation grids (clipkd, cliprd, core); '{grid}' "
                        f"is a prompt-distillation grid.")
-    kd_rows = [r for r in all_rows if r.loss]
-    chosen_rows = _select_rows(kd_rows, rows)
+    grid_kd_rows = [r for r in all_rows if r.loss]
+    chosen_rows = _select_rows(grid_kd_rows, rows)
+    parts = recipe_parts(grid_kd_rows)
+    if not rows:
+        chosen_rows = [*parts, *chosen_rows]  # tuned with the grid, left out of its table
+    kd_rows = [*parts, *grid_kd_rows]
     defaults = default_weights([t for r in kd_rows for t in parse_terms(r.loss)])
     tuned: dict[str, float] = {}  # term -> weight chosen so far (carried into later rows)
     record: dict[str, dict] = {}
+    parts_searched: dict[str, list] = {}  # the recipe parts' searches, kept in the .json only
     for index, row in enumerate(kd_rows):
         active = row in chosen_rows  # other rows: their choice is read from earlier tuning runs, if all exist
         terms = parse_terms(row.loss)
@@ -178,15 +184,31 @@ def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = 
                              "candidates": [{"weight": c.weights[term], "val_hm": c.val} for c in candidates]})
         else:
             tuned.update(current)
-            if active:
+            if active and row not in parts:
                 record[row.label] = {"row": row, "weights": current, "searched": searched,
                                      "run_ids": [tune_run_id(row, current, s, scale) for s in range(seeds)]}
+            elif active:
+                parts_searched[row.label] = searched
     progress("default weights: the sweep's runs of the same rows, or the tuning runs at the default weights "
              "(the same configuration); trained if neither exists")
     missing = [r for r in chosen_rows if not all(runs.read_run(runs_dir / i).complete
                                                  for i in default_run_ids(r, seeds, runs_dir, scale, defaults))]
-    sweep_rows([NO_KD, *missing], seeds, runs_dir, scale, jobs=jobs)
-    return write_tune_tables(grid, seeds, runs_dir, scale, record, defaults)
+    sweep_rows([NO_KD, *[r for r in missing if r not in parts]], seeds, runs_dir, scale, jobs=jobs)
+    return write_tune_tables(grid, seeds, runs_dir, scale, record, defaults, parts_searched)
+
+
+def recipe_parts(grid_rows: Sequence[Row]) -> list[Row]:
+    """The ``clipkd`` grid's rows that a row of ``grid_rows`` is built from but ``grid_rows`` lack, in order.
+
+    CLIP-KD's recipe is tuned in the ``clipkd`` grid through its CRD, FD, ICL and FD+ICL rows (ICL and
+    then CRD added to the weights chosen before). A grid holding the recipe without those rows (``cliprd``,
+    ``core``) tunes them first, so that one recipe gets one choice of weights, whichever grid tunes it.
+    """
+    from lab.experiments.grids import GRIDS
+
+    grid_terms = [set(parse_terms(r.loss)) for r in grid_rows]
+    return [r for r in GRIDS["clipkd"] if r.loss and not r.settings and r not in grid_rows
+            and any(set(parse_terms(r.loss)) < terms for terms in grid_terms)]
 
 
 def default_run_ids(row: Row, seeds: int, runs_dir: Path, scale: str, defaults: dict[str, float]) -> list[str]:
@@ -240,7 +262,8 @@ def paper_agreement(grid: str, rows: Sequence[Row], gains: dict[str, float]) -> 
     return f"ρ = {spearman(lab, paper):+.2f} over {len(pairs)} rows"
 
 
-def write_tune_tables(grid: str, seeds: int, runs_dir: Path, scale: str, record: dict, defaults: dict) -> Path:
+def write_tune_tables(grid: str, seeds: int, runs_dir: Path, scale: str, record: dict, defaults: dict,
+                      parts_searched: dict[str, list] | None = None) -> Path:
     nokd = [runs.read_run(runs_dir / run_id(NO_KD, s, scale)) for s in range(seeds)]
     nokd_hm = mean_std([r.summary["hm"] for r in nokd if r.complete])
     lines = [f"Weights chosen on the validation split ({SELECT_BY}, mean over {seeds} seed(s)); test-set numbers "
@@ -274,11 +297,15 @@ def write_tune_tables(grid: str, seeds: int, runs_dir: Path, scale: str, record:
     lines.append(f"\nEach new term's weight searched over its default × {{{', '.join(f'{f:g}' for f in FACTORS)}}} "
                  f"(a best weight at an end: one step further that way, up to {EXTEND} times), the row's other terms "
                  f"at the weights chosen before; the test set chose nothing.")
+    if parts_searched:
+        lines.append(f"Tuned first, as in the clipkd grid, and left out of this table: its {', '.join(parts_searched)} "
+                     f"rows, the parts the recipes here are built from (their searches are in the .json).")
     folder = runs_dir / TABLES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{scale_prefix(scale)}tune-{grid}"
     runs.atomic_write_json(folder / f"{stem}.json", {"grid": grid, "seeds": seeds, "scale": scale,
-                                                     "select_by": SELECT_BY, "rows": rows_out})
+                                                     "select_by": SELECT_BY, "rows": rows_out,
+                                                     "recipe_parts": parts_searched or {}})
     md = folder / f"{stem}.md"
     runs.atomic_write_bytes(md, ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
