@@ -8,6 +8,8 @@ Chromium the tests skip, unless ``LAB_REQUIRE_BROWSER=1`` (set by ``.ci/run``) m
 import colorsys
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +85,20 @@ def test_every_page_draws_in_chromium_without_errors(served, page):
     assert browser.errors_shown(tab) == []
     if page.chart:
         assert tab.locator(page.chart).count() >= 1
+
+
+def test_screenshots_take_pages_that_have_nothing_to_draw_yet(browser_runs, tmp_path):
+    """One run, no sweep tables, no prompt runs: `python -m lab screenshots` still writes every page, the
+    empty ones saying what to run, instead of waiting a minute for a chart that will not come."""
+    one_run = tmp_path / "runs"
+    shutil.copytree(browser_runs / "snapshots", one_run / "snapshots")
+    # A process of its own: this module's browser is open, and Playwright runs one per thread.
+    done = subprocess.run([sys.executable, "-m", "lab", "screenshots", "--runs-dir", str(one_run), "--out",
+                           str(tmp_path / "png")], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = [Path(line) for line in done.stdout.split()]
+    assert {p.stem for p in written} >= {p.url_path for p in browser.PAGES}
+    assert all(p.stat().st_size > 0 for p in written)
 
 
 def test_hovering_a_map_point_shows_its_picture_and_caption(served):

@@ -43,6 +43,8 @@ CHARTS = {"overview": None, "geometry": VEGA, "similarity": PLOTLY, "ablations":
 PAGES = tuple(DashboardPage(TITLES[path], path, CHARTS[path]) for path in TITLES)
 HEADINGS = {"Overview": "Runs"}  # pages whose heading differs from their navigation label
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+NOTHING_YET = '[data-testid="stAlertContentInfo"]'  # how a page says it has nothing to draw yet ("No sweep tables …")
+CHART_FRAMES = '[data-testid="stPlotlyChart"], [data-testid="stVegaLiteChart"]'
 
 
 def chromium_path() -> str | None:
@@ -112,16 +114,20 @@ def browser_page(width: int = 1500, height: int = 1100):
             browser.close()
 
 
-def wait_until_drawn(tab, page: DashboardPage, timeout_ms: int = 60_000) -> None:
-    """Wait until the page shows its heading, has finished running, and has drawn its chart."""
+def wait_until_drawn(tab, page: DashboardPage, timeout_ms: int = 60_000, nothing_ok: bool = False) -> None:
+    """Wait until the page shows its heading, has finished running, and has drawn its chart — or, with
+    ``nothing_ok``, says it has nothing to draw yet (then any chart it does show is waited for too)."""
     heading = HEADINGS.get(page.title, page.title)
     tab.get_by_role("heading", name=heading, exact=True).first.wait_for(timeout=timeout_ms)
     drawn = page.chart or '[data-testid="stDataFrame"]'
-    tab.locator(f'{drawn}, {ERRORS}').first.wait_for(state="visible", timeout=timeout_ms)
+    tab.locator(f'{drawn}, {ERRORS}' + (f', {NOTHING_YET}' if nothing_ok else '')).first.wait_for(
+        state="visible", timeout=timeout_ms)
     shown = errors_shown(tab)
     if shown:
         raise LabError(f"The {page.title} page shows an error: {shown[0][:1000]}")
     _wait_until_idle(tab, timeout_ms)
+    if nothing_ok and page.chart and tab.locator(CHART_FRAMES).count():
+        tab.locator(page.chart).first.wait_for(state="visible", timeout=timeout_ms)
 
 
 def _wait_until_idle(tab, timeout_ms: int = 60_000) -> None:
@@ -136,11 +142,11 @@ def errors_shown(tab) -> list[str]:
     return [boxes.nth(i).inner_text() for i in range(boxes.count())]
 
 
-def open_page(tab, base_url: str, page: DashboardPage, timeout_ms: int = 60_000) -> float:
+def open_page(tab, base_url: str, page: DashboardPage, timeout_ms: int = 60_000, nothing_ok: bool = False) -> float:
     """Load ``page`` by its URL (a fresh session); returns the seconds until it was drawn."""
     started = time.perf_counter()
     tab.goto(f"{base_url}/{'' if page.url_path == 'overview' else page.url_path}")  # the default page is at /
-    wait_until_drawn(tab, page, timeout_ms)
+    wait_until_drawn(tab, page, timeout_ms, nothing_ok)
     return time.perf_counter() - started
 
 
@@ -236,16 +242,18 @@ def fully_visible(tab, locator) -> bool:
 
 
 def screenshots(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """A PNG of every dashboard page over ``runs_dir`` (plus the Geometry page with a tooltip), in ``out_dir``."""
+    """A PNG of every dashboard page over ``runs_dir`` (plus the Geometry page with a tooltip), in ``out_dir``;
+    a page with nothing to draw yet (no sweep tables, no prompt runs) is taken as it says so."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with serve(runs_dir) as url, browser_page() as tab:
         for page in PAGES:
-            open_page(tab, url, page)
+            open_page(tab, url, page, nothing_ok=True)
             written.append(out / f"{page.url_path}.png")
             tab.screenshot(path=str(written[-1]), full_page=True)
-            if page.url_path == "geometry" and hover_until_tooltip(tab, tab.locator(page.chart).first):
+            chart = tab.locator(page.chart or CHART_FRAMES)
+            if page.url_path == "geometry" and chart.count() and hover_until_tooltip(tab, chart.first):
                 written.append(out / "geometry-hover.png")
                 tab.screenshot(path=str(written[-1]))
     return written
