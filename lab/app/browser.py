@@ -252,8 +252,8 @@ def screenshots(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
             open_page(tab, url, page, nothing_ok=True)
             written.append(out / f"{page.url_path}.png")
             tab.screenshot(path=str(written[-1]), full_page=True)
-            chart = tab.locator(page.chart or CHART_FRAMES)
-            if page.url_path == "geometry" and chart.count() and hover_until_tooltip(tab, chart.first):
+            maps = tab.locator(page.chart) if page.url_path == "geometry" else None
+            if maps is not None and maps.count() and hover_until_tooltip(tab, maps.first):
                 written.append(out / "geometry-hover.png")
                 tab.screenshot(path=str(written[-1]))
     return written

@@ -191,9 +191,9 @@ def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = 
                 parts_searched[row.label] = searched
     progress("default weights: the sweep's runs of the same rows, or the tuning runs at the default weights "
              "(the same configuration); trained if neither exists")
-    missing = [r for r in chosen_rows if not all(runs.read_run(runs_dir / i).complete
-                                                 for i in default_run_ids(r, seeds, runs_dir, scale, defaults))]
-    sweep_rows([NO_KD, *[r for r in missing if r not in parts]], seeds, runs_dir, scale, jobs=jobs)
+    missing = [r for r in chosen_rows if r not in parts and not all(
+        runs.read_run(runs_dir / i).complete for i in default_run_ids(r, seeds, runs_dir, scale, defaults))]
+    sweep_rows([NO_KD, *missing], seeds, runs_dir, scale, jobs=jobs)
     return write_tune_tables(grid, seeds, runs_dir, scale, record, defaults, parts_searched)
 
 
