@@ -98,10 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "default 1, usually fastest on a CPU)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every run")
 
-    p = sub.add_parser("tune", help="choose every term's weight of a CLIP grid on the validation split; write the "
+    p = sub.add_parser("tune", help="choose every term's weight of a grid on the validation split; write the "
                                     "test table at the chosen weights beside the default weights'")
-    p.add_argument("--grid", required=True, help="clipkd, cliprd or core")
-    p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0 … K-1 whose mean validation HM decides")
+    p.add_argument("--grid", required=True, help="clipkd, cliprd, core (every term's weight) or comkd (IFAlign's "
+                                                 "weight beside the refinement's)")
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0 … K-1 whose mean validation score decides")
     p.add_argument("--scale", default="full", help="full (default), demo or fast")
     p.add_argument("--rows", default="", help="only these rows (labels or slugs, ';'-separated; default: every "
                                                "distillation row); earlier rows' choices are used when present")

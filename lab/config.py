@@ -125,7 +125,8 @@ RANGES = {
     ("StageOneConfig", "shots"): _at_least(1), ("StageOneConfig", "length"): _at_least(1),
     ("StageOneConfig", "depth"): _at_least(1), ("StageOneConfig", "steps"): _at_least(1),
     ("StageOneConfig", "batch_size"): _at_least(1), ("StageOneConfig", "lr"): POSITIVE,
-    ("PromptDistillConfig", "kd_weight"): NON_NEGATIVE, ("PromptDistillConfig", "temperature"): POSITIVE,
+    ("PromptDistillConfig", "kd_weight"): NON_NEGATIVE, ("PromptDistillConfig", "ifalign_weight"): NON_NEGATIVE,
+    ("PromptDistillConfig", "temperature"): POSITIVE,
     ("PromptDistillConfig", "prompt_length"): _at_least(1), ("PromptDistillConfig", "prompt_depth"): _at_least(1),
     ("DistillConfig", "mask_ratio"): (lambda v: 0 <= v < 1, "at least 0 and below 1"),
 }

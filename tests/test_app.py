@@ -99,8 +99,8 @@ def test_ablations_page_shows_the_weights_tune_chose(tmp_path):
     assert any("demo-tune-cliprd.json" in w.value and "not a tuning record" in w.value for w in at.warning)
     row = at.dataframe[0].value.iloc[0]
     assert (row["chosen weights"], row["default weights"]) == ("gd=0.5", "gd=1")
-    assert row["searched (validation HM)"] == "gd: 0.5 (37.5) · 1 (—)"
-    assert (row["test HM, chosen"], row["test HM, default"], row["gap closed %, default"]) == \
+    assert row["searched (validation)"] == "gd: 0.5 (37.5) · 1 (—)" and row["metric"] == "hm"
+    assert (row["test, chosen"], row["test, default"], row["gap closed %, default"]) == \
         ("37.1 ± 2.2", "36.7 ± 2.3", "—")
 
 

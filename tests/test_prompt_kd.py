@@ -99,10 +99,12 @@ def test_prompt_distillation_protocols(settings, headline, terms, smoke_run, tmp
     from lab import runs
     from lab.train.prompt_distill import default_config, prompt_distill
 
-    cfg = default_config([f"student={smoke_run}", *SMOKE, *settings, "train.eval_every=2", "eval.probe_per_style=8"])
+    cfg = default_config([f"student={smoke_run}", *SMOKE, *settings, "train.eval_every=2", "eval.probe_per_style=8",
+                          "eval.val_per_style=16"])
     run = runs.read_run(prompt_distill(cfg, "run", tmp_path_factory.mktemp("prompt")))
     assert run.complete, run.problems
     assert run.summary["headline"] == headline
+    assert 0 <= run.summary[f"val/{headline}"] <= 100  # the validation split, which `tune --grid comkd` chooses by
     assert {headline, f"teacher/{headline}", f"teacher_zeroshot/{headline}", f"student_zeroshot/{headline}",
             "student/sketch/top1"} <= set(run.summary)
     logged = run.metrics()
@@ -158,6 +160,45 @@ def test_stage_two_trains_only_prompts_projector_and_edu_attention(method):
     assert trained == ({"prompts", "projector", "edu"} if method == "comkd" else {"prompts", "projector"})
     assert all(p.grad is None for p in student.clip.model.parameters())
     assert u_t.grad is None  # no gradient reaches the teacher's features
+
+
+def test_ifalign_weight_scales_the_ifalign_term_only():
+    from lab.models import zoo
+    from lab.train.prompt_distill import Student, default_config, stage_two_terms
+
+    torch.manual_seed(0)
+    images = torch.randn(6, 3, 32, 32)
+    u_t, classes = F.normalize(torch.randn(6, 256), dim=1), F.normalize(torch.randn(5, 256), dim=1)
+    student = Student(zoo.load("shapes-student"), 256, default_config(["method=comkd"])).eval()
+    with torch.no_grad():
+        z = student.features(images)
+        one, three = (stage_two_terms(default_config(["method=comkd", f"ifalign_weight={w}"]), student, z, u_t,
+                                      classes) for w in (1, 3))
+    assert torch.allclose(three["ifalign"], 3 * one["ifalign"]) and one["ifalign"] > 0
+    assert torch.equal(three["kl"], one["kl"])
+
+
+def test_a_factor_on_a_single_term_loss_leaves_adamw_training_unchanged():
+    """Why `tune --grid comkd` tunes only rows with two stage-2 terms: the lab's Trainer (AdamW, no clipping) takes
+    the same steps on c·L as on L — a one-term row's weight has nothing to choose."""
+    from lab.train.loop import Trainer, TrainConfig
+    from lab.train.prompt_distill import default_config
+
+    def train(factor: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 4)
+        x, y = torch.randn(32, 8), torch.randn(32, 4)
+        cfg = TrainConfig(steps=20, lr=1e-2, warmup=2, weight_decay=0.0, log_every=100)
+        Trainer(model.named_parameters(), cfg).fit([x] * cfg.steps, lambda b: {"kl": factor * F.mse_loss(model(b), y)})
+        return model.weight.detach()
+
+    torch.manual_seed(0)
+    start = torch.nn.Linear(8, 4).weight.detach()
+    base = train(1.0)
+    moved = (base - start).abs().max()
+    assert moved > 0.05  # it trained; a factor changes where it ends by < 0.1 % of how far it went (ε = 1e-6)
+    assert all((train(c) - base).abs().max() < 1e-3 * moved for c in (1000.0, 0.25))
+    assert default_config().train.grad_clip == 0  # stage 2 clips no gradient: the invariance holds there
 
 
 def test_default_student_is_the_no_kd_run_of_the_same_seed(smoke_run, tmp_path):

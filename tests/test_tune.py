@@ -145,13 +145,55 @@ def test_tune_trains_real_fast_runs_and_scores_them_on_validation(tmp_path):
     assert (tmp_path / "fast-kd-fd-s0" / "summary.json").exists()  # the default-weight run beside it
 
 
-def test_tune_refuses_prompt_grids_and_unknown_rows(capsys):
+def test_tune_refuses_rows_with_nothing_to_choose_and_unknown_rows(capsys, tmp_path):
     from lab.cli import main
 
-    assert main(["tune", "--grid", "comkd"]) == 2
-    assert "prompt-distillation grid" in capsys.readouterr().err
+    assert main(["tune", "--grid", "comkd", "--rows", "PromptKD", "--scale", "fast", "--runs-dir", str(tmp_path)]) == 2
+    assert "None of the rows asked for has a weight to choose" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir() if p.name != "_tables"] == []  # refused before any run was trained
     assert main(["tune", "--grid", "clipkd", "--rows", "FDD", "--scale", "fast"]) == 2
     assert "Unknown row 'FDD'" in capsys.readouterr().err
+
+
+def test_prompt_grid_tuning_chooses_ifalign_by_each_protocols_validation_metric(tmp_path, monkeypatch):
+    """ComKD-CLIP (base2novel: HM) and a cross row (top-1): a planted IFAlign weight, best on validation and worst on
+    test, is chosen in each; the one-term rows are listed as not tuned."""
+    from lab import runs
+    from lab.experiments import sweep, tune
+
+    planted = {"base2novel": 2.0, "cross": 0.5}
+
+    def fake_prompt_run(job):
+        cfg, rid, runs_dir = job
+        metric = {"base2novel": "hm", "cross": "top1"}[cfg.protocol]
+        best = cfg.ifalign_weight == planted[cfg.protocol]
+        path = tmp_path / rid
+        path.mkdir()
+        _fake_summary(path, val_hm=0.0, test_hm=0.0)  # its config.json; the summary, a prompt run's:
+        runs.atomic_write_json(path / "summary.json", {"wall_time_s": 1.0, "checkpoint": "last",
+                                                       metric: 5.0 if best else 40.0,
+                                                       f"val/{metric}": 80.0 if best else 50.0})
+        return rid
+
+    def fake_sweep_run(row, seed, runs_dir, scale="full", overrides=()):
+        path = runs_dir / sweep.run_id(row, seed, scale)
+        path.mkdir(exist_ok=True)
+        _fake_summary(path, val_hm=0.0, test_hm=20.0)
+        return path
+
+    monkeypatch.setattr(sweep, "train_row", fake_sweep_run)
+    table = tune.tune("comkd", seeds=2, runs_dir=tmp_path, scale="fast", train=fake_prompt_run,
+                      rows=["PromptKD", "ComKD-CLIP", "comkd cross colour_shape→shape"], progress=lambda msg: None)
+    record = json.loads(table.with_suffix(".json").read_text())
+    by_row = {r["row"]: r for r in record["rows"]}
+    assert set(by_row) == {"ComKD-CLIP", "comkd cross colour_shape→shape"} and record["untuned"] == ["PromptKD"]
+    comkd, cross = by_row["ComKD-CLIP"], by_row["comkd cross colour_shape→shape"]
+    assert (comkd["metric"], cross["metric"]) == ("hm", "top1")
+    assert comkd["weights"] == {"ifalign": 2.0} and cross["weights"] == {"ifalign": 0.5}
+    assert comkd["val_hm"] == 80.0 and comkd["test_hm_tuned"][0] == 5.0 and comkd["test_hm_default"][0] == 40.0
+    # each tuning run started from the no-KD student of its seed, and scored the validation split
+    assert (tmp_path / "fast-tune-pkd-comkd-b2n-ifalign2-s1").is_dir()
+    assert "ifalign_weight=2" in table.read_text() and "Not tuned" in table.read_text()
 
 
 def test_sweep_with_two_jobs_writes_what_one_job_writes(tmp_path):
@@ -172,3 +214,19 @@ def test_sweep_with_two_jobs_writes_what_one_job_writes(tmp_path):
     rows = {j: list(csv.DictReader(tables[j].with_suffix(".csv").open())) for j in (1, 2)}
     drop = lambda r: {k: v for k, v in r.items() if not k.startswith("wall_time")}  # noqa: E731
     assert [drop(r) for r in rows[1]] == [drop(r) for r in rows[2]]
+
+
+def test_prompt_grid_tuning_trains_real_fast_runs_from_the_no_kd_students(tmp_path):
+    from lab import runs
+    from lab.experiments.tune import tune
+
+    table = tune("comkd", seeds=1, runs_dir=tmp_path, scale="fast", factors=(1.0, 2.0), rows=["ComKD-CLIP"],
+                 extend=0, progress=lambda msg: None)
+    (row,) = json.loads(table.with_suffix(".json").read_text())["rows"]
+    (search,) = row["searched"]
+    assert row["weights"]["ifalign"] == max(search["candidates"], key=lambda c: c["val_hm"])["weight"]
+    tuning = [runs.read_run(tmp_path / f"fast-tune-pkd-comkd-b2n-ifalign{w:g}-s0") for w in (1.0, 2.0)]
+    assert all(r.complete and "val/hm" in r.summary for r in tuning)
+    assert [r.config["config"]["ifalign_weight"] for r in tuning] == [1.0, 2.0]
+    assert row["test_hm_default"][0] == tuning[0].summary["hm"]  # weight 1 was searched: its run gives the default
+    assert all(r.config["config"]["student"] == str(tmp_path / "fast-nokd-s0") for r in tuning)

@@ -80,9 +80,10 @@ def tuned_section() -> None:
     if name.startswith(("fast-", "demo-")):
         st.markdown(f":orange-background[⚠️ These weights were tuned at {explain.BUDGET_WORDS[name.split('-', 1)[0]]}.]")
     st.dataframe(tables[name], hide_index=True, width="stretch")
-    st.caption("Each row's new terms were searched over the weights listed (each with its validation HM, averaged "
-               "over the seeds); the validation split, disjoint from the test set, chose. The test set chose nothing: "
-               "it gives the numbers at the chosen and at the default weights (mean ± std over the seeds).")
+    st.caption("Each row's new terms were searched over the weights listed, each with its validation score (the "
+               "row's metric: HM, or a prompt protocol's top-1), averaged over the seeds; the validation split, "
+               "disjoint from the test set, chose. The test set chose nothing: it gives the numbers at the chosen "
+               "and at the default weights (mean ± std over the seeds).")
 
 
 def sweep_section(tables: dict[str, pd.DataFrame]) -> None:

@@ -175,19 +175,21 @@ def tune_tables() -> tuple[dict[str, pd.DataFrame], list[str]]:
 
 
 def _tuned_row(record: dict) -> dict:
+    """One tuning record as a table row; ``metric`` is the score that chose and is reported (HM for CLIP rows,
+    the protocol's metric for a prompt row)."""
     from lab.experiments.tables import plus_minus as pair
     from lab.experiments.tune import weights_spec as weights
 
     searched = "; ".join(f"{s['term']}: " + " · ".join(
         f"{c['weight']:g} ({'—' if c['val_hm'] is None else format(c['val_hm'], '.1f')})" for c in s["candidates"])
         for s in record["searched"])
-    return {"row": record["row"], "chosen weights": weights(record["weights"]),
+    return {"row": record["row"], "metric": record.get("metric", "hm"), "chosen weights": weights(record["weights"]),
             "default weights": weights(record["default_weights"]),
-            "validation HM (chose)": None if record["val_hm"] is None else round(record["val_hm"], 1),
-            "test HM, chosen": pair(record["test_hm_tuned"]), "test HM, default": pair(record["test_hm_default"]),
+            "validation (chose)": None if record["val_hm"] is None else round(record["val_hm"], 1),
+            "test, chosen": pair(record["test_hm_tuned"]), "test, default": pair(record["test_hm_default"]),
             "gap closed %, chosen": pair(record["gap_closed_tuned"]),
             "gap closed %, default": pair(record["gap_closed_default"]),
-            "searched (validation HM)": searched}  # last: the widest column
+            "searched (validation)": searched}  # last: the widest column
 
 
 def keep_known(key: str, options: list, default=None) -> None:

@@ -17,15 +17,14 @@ beside the default weights' (the sweep's runs, or the tuning runs at the default
 configuration — trained if neither exists). Every candidate's validation score is kept in
 ``…tune-<grid>.json``. For the ``clipkd`` grid the rank agreement
 (Spearman ρ) between the lab's per-term gains over no KD and CLIP-KD Table 1's is printed at both
-weightings — a report, never a target.
+weightings — a report, never a target. A prompt grid (``comkd``) has one free weight per row, IFAlign's
+beside the refinement's, chosen the same way by :mod:`lab.experiments.tune_prompts`; the search itself
+(:data:`FACTORS`, the extension, ties) is :mod:`lab.experiments.selection`.
 """
 
 from __future__ import annotations
 
-import json
-import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from lab import runs
@@ -33,13 +32,10 @@ from lab.errors import LabError
 from lab.experiments.grids import NO_KD, SCALES, PromptRow, Row, check_scale, grid_rows, paper_number, run_id, \
     scale_prefix
 from lab.experiments.parallel import run_jobs
-from lab.experiments.tables import TABLES_DIR, plus_minus, gap_closed, mean_std
+from lab.experiments.selection import EXTEND, FACTORS, SELECT_BY, Candidate, pick, \
+    search_with_extension, validation_score, write_record
+from lab.experiments.tables import plus_minus, gap_closed, mean_std
 from lab.losses.objective import TERMS, parse_terms
-
-FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
-EXTEND = 2  # a best weight at an end of the grid: the grid grows one step that way, at most this many times
-SELECT_BY = "val/hm"  # the only key a choice reads
-
 
 def default_weights(terms: Sequence[str], variant: str = "paper", teacher_dim: int | None = None) -> dict[str, float]:
     """Each term's default weight (:data:`lab.losses.objective.TERMS`) for the shipped teacher's width."""
@@ -68,54 +64,6 @@ def new_terms(row: Row, earlier: Sequence[Row]) -> list[str]:
     return [t for t in terms if t not in base]
 
 
-@dataclass
-class Candidate:
-    term: str
-    weights: dict[str, float]
-    val: float | None  # mean validation HM over the seeds that finished
-
-
-def _validation(runs_dir: Path, ids: Sequence[str]) -> float | None:
-    found = [runs.read_run(runs_dir / i) for i in ids]
-    values = [r.summary.get(SELECT_BY) for r in found if r.complete]
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
-
-
-def pick(candidates: Sequence[Candidate], default: float) -> Candidate:
-    """The best validation score; among equals, the weight nearest the default (on a log scale)."""
-    import math
-
-    scored = [c for c in candidates if c.val is not None]
-    if not scored:
-        raise LabError(f"No tuning run of {candidates[0].term} finished with a validation score ({SELECT_BY}); "
-                       f"rerun `python -m lab tune` (finished runs are kept).")
-    return max(scored, key=lambda c: (c.val, -abs(math.log(c.weights[c.term] / default))))
-
-
-def search_with_extension(search: Callable[[Sequence[float]], list[Candidate] | None], factors: list[float],
-                          default: float, extend: int) -> list[Candidate] | None:
-    """``search(factors)``, then, while the best candidate is the smallest or the largest weight, one more
-    factor beyond it (the grid's own step: ×2 for :data:`FACTORS`), at most ``extend`` times — so that a
-    weight the grid's ends cut off is found the same way for every term. Sorted by weight."""
-    candidates = search(factors)
-    for _ in range(extend):
-        if candidates is None or len(factors) < 2:
-            break
-        best = pick(candidates, default)
-        if best is candidates[-1]:
-            step = factors[-1] ** 2 / factors[-2]
-            factors = factors + [step]
-        elif best is candidates[0]:
-            step = factors[0] ** 2 / factors[1]
-            factors = [step] + factors
-        else:
-            break
-        more = search([step])
-        candidates = None if more is None else sorted(candidates + more, key=lambda c: c.weights[c.term])
-    return candidates
-
-
 def _clip_settings(row: Row, weights: dict[str, float], seed: int, scale: str) -> list[str]:
     budget = SCALES[scale][0]
     per_style = next((s.split("=", 1)[1] for s in reversed(budget) if s.startswith("eval.per_style=")), "1280")
@@ -134,16 +82,21 @@ def train_tuning_run(job: tuple[list[str], str, str]) -> str:
 
 def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = "full",
          factors: Sequence[float] = FACTORS, rows: Sequence[str] = (), jobs: int = 1, extend: int = EXTEND,
-         train: Callable[[tuple], str] = train_tuning_run, progress: Callable[[str], None] = print) -> Path:
-    """Choose every row's weights on the validation split; write the tuned-vs-default table; returns its .md."""
+         train: Callable[[tuple], str] | None = None, progress: Callable[[str], None] = print) -> Path:
+    """Choose every row's weights on the validation split; write the tuned-vs-default table; returns its .md.
+    A prompt grid (``comkd``) is tuned by :func:`lab.experiments.tune_prompts.tune_prompt_grid`."""
     from lab.experiments.sweep import sweep_rows
 
     check_scale(scale)
     runs_dir = Path(runs_dir)
     all_rows = grid_rows(grid)
     if any(isinstance(r, PromptRow) for r in all_rows):
-        raise LabError(f"`tune` chooses the weights of CLIP distillation grids (clipkd, cliprd, core); '{grid}' "
-                       f"is a prompt-distillation grid.")
+        from lab.experiments.tune_prompts import tune_prompt_grid
+
+        extra = {} if train is None else {"train": train}
+        return tune_prompt_grid(all_rows, grid, seeds, runs_dir, scale, factors, _select_rows(all_rows, rows) if rows
+                                else (), jobs, extend, progress=progress, **extra)
+    train = train or train_tuning_run
     grid_kd_rows = [r for r in all_rows if r.loss]
     chosen_rows = _select_rows(grid_kd_rows, rows)
     parts = recipe_parts(grid_kd_rows)
@@ -172,7 +125,7 @@ def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = 
                     todo = [(_clip_settings(row, w, s, scale), i, str(runs_dir)) for w, row_ids in zip(configs, ids)
                             for s, i in zip(range(seeds), row_ids) if not runs.read_run(runs_dir / i).complete]
                     run_jobs(train, todo, jobs, desc=f"tune {term}")  # a finished run (an earlier row's) is reused
-                found = [Candidate(term, w, _validation(runs_dir, i)) for w, i in zip(configs, ids)]
+                found = [Candidate(term, w, validation_score(runs_dir, i)) for w, i in zip(configs, ids)]
                 return None if not active and any(c.val is None for c in found) else found
 
             candidates = search_with_extension(search, list(factors), defaults[term], extend)
@@ -232,7 +185,7 @@ def _select_rows(kd_rows: Sequence[Row], asked: Sequence[str]) -> list[Row]:
     by_name = {**{r.label: r for r in kd_rows}, **{r.slug: r for r in kd_rows}}
     unknown = [a for a in asked if a not in by_name]
     if unknown:
-        raise LabError(f"Unknown row {', '.join(map(repr, unknown))}; the grid's distillation rows are: "
+        raise LabError(f"Unknown row {', '.join(map(repr, unknown))}; the grid's rows to tune are: "
                        f"{'; '.join(f'{r.label} ({r.slug})' for r in kd_rows)}.")
     return [r for r in kd_rows if r in {by_name[a] for a in asked}]
 
@@ -275,7 +228,7 @@ def write_tune_tables(grid: str, seeds: int, runs_dir: Path, scale: str, record:
         row = rec["row"]
         tuned = _test_numbers(runs_dir, rec["run_ids"], nokd)
         default = _test_numbers(runs_dir, default_run_ids(row, seeds, runs_dir, scale, defaults), nokd)
-        val = _validation(runs_dir, rec["run_ids"])
+        val = validation_score(runs_dir, rec["run_ids"])
         for name, numbers in (("tuned", tuned), ("default", default)):
             if numbers["n"]:
                 gains[name][label] = numbers["hm"][0] - nokd_hm[0]
@@ -300,13 +253,5 @@ def write_tune_tables(grid: str, seeds: int, runs_dir: Path, scale: str, record:
     if parts_searched:
         lines.append(f"Tuned first, as in the clipkd grid, and left out of this table: its {', '.join(parts_searched)} "
                      f"rows, the parts the recipes here are built from (their searches are in the .json).")
-    folder = runs_dir / TABLES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{scale_prefix(scale)}tune-{grid}"
-    runs.atomic_write_json(folder / f"{stem}.json", {"grid": grid, "seeds": seeds, "scale": scale,
-                                                     "select_by": SELECT_BY, "rows": rows_out,
-                                                     "recipe_parts": parts_searched or {}})
-    md = folder / f"{stem}.md"
-    runs.atomic_write_bytes(md, ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
-    return md
+    return write_record(runs_dir, grid, scale, {"seeds": seeds, "select_by": SELECT_BY, "rows": rows_out,
+                                                "recipe_parts": parts_searched or {}}, lines)

@@ -33,7 +33,7 @@ from lab.config import apply_overrides, to_dict
 from lab.data.pairs import DataConfig, build_pairs, in_order, step_batches
 from lab.data.shapes import PROMPT_TEMPLATES, STYLES, LabelSpace, label_space
 from lab.errors import LabError
-from lab.eval.suite import EvalConfig, encode_texts, evaluation_set
+from lab.eval.suite import EvalConfig, encode_texts, evaluation_set, validation_set
 from lab.eval.zeroshot import class_embeddings, logit_scores
 from lab.losses import functional as L
 from lab.losses import prompt_kd as K
@@ -65,6 +65,7 @@ class PromptDistillConfig:
     align_variance: bool = True
     refine: str = "kl"  # kl | mse | l1 on the logits (ComKD-CLIP Table 6)
     kd_weight: float = 1000.0
+    ifalign_weight: float = 1.0  # IFAlign's weight beside the refinement's (ComKD); `python -m lab tune --grid comkd`
     kd_variant: str = "official"
     temperature: float = 1.0
     prompt_length: int = 4
@@ -153,7 +154,8 @@ def stage_two_terms(cfg: PromptDistillConfig, student: Student, z: torch.Tensor,
     terms = {cfg.refine: K.refinement_loss(student.logits(z, classes), q_t, cfg.refine, cfg.temperature,
                                            cfg.kd_weight, cfg.kd_variant)}
     if cfg.method == "comkd" and cfg.use_ifalign:
-        terms["ifalign"] = K.ifalign_loss(F.normalize(z, dim=-1), u_t, cfg.align_mean, cfg.align_variance)
+        terms["ifalign"] = cfg.ifalign_weight * K.ifalign_loss(F.normalize(z, dim=-1), u_t, cfg.align_mean,
+                                                               cfg.align_variance)
     return terms
 
 
@@ -317,6 +319,10 @@ def prompt_distill(cfg: PromptDistillConfig, run_id: str, runs_dir: str | Path =
     for who, scores in results.items():
         summary.update({f"{who}/{k}": v for k, v in _headlines(scores, cfg).items()})
     summary.update({k: summary[f"student/{k}"] for k in _headlines(results["student"], cfg)})
+    if cfg.eval.val_per_style > 0:  # the validation split, for selection only (lab.experiments.tune_prompts)
+        val = _scores(lambda x: student.logits(student.features(x), classes),
+                      validation_set(cfg.eval, student_clip.image_size), student_clip.image_tensor, space, device)
+        summary.update({f"val/{k}": v for k, v in _headlines(val, cfg).items()})
     save()
     writer.finish({**summary, "protocol": setup.description, "headline": setup.headline,
                    "stage1_cache": "hit" if hit else "built", "epoch_policy": "last step", "checkpoint": "last",
