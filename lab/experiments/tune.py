@@ -37,6 +37,7 @@ from lab.experiments.selection import EXTEND, FACTORS, SELECT_BY, Candidate, pic
 from lab.experiments.tables import plus_minus, gap_closed, mean_std
 from lab.losses.objective import TERMS, parse_terms
 
+
 def default_weights(terms: Sequence[str], variant: str = "paper", teacher_dim: int | None = None) -> dict[str, float]:
     """Each term's default weight (:data:`lab.losses.objective.TERMS`) for the shipped teacher's width."""
     if teacher_dim is None:

@@ -9,7 +9,7 @@ IFAlign to the refinement (ComKD-CLIP §3.2):
     L = λ·L_refine + w·L_align,
 
 and the ratio w/λ is its free weight. Per row with both terms, ``ifalign_weight`` (w) runs over
-1 × :data:`lab.experiments.tune.FACTORS` (a best weight at an end: one step further that way, up to
+1 × :data:`lab.experiments.selection.FACTORS` (a best weight at an end: one step further that way, up to
 ``extend`` times, as for CLIP rows), λ at its default; the weight with the best **validation** score of
 the row's own metric (HM under base2novel, top-1 under cross, target top-1 under domain), averaged over
 the seeds, is kept. Each tuning run is also scored on the ShapesWorld validation split (``val/...`` keys),
@@ -18,7 +18,6 @@ and the test set chooses nothing: the table gives its numbers at the chosen weig
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from lab.errors import LabError
 from lab.experiments.grids import NO_KD, SCALES, PromptRow, run_id, scale_prefix
 from lab.experiments.parallel import run_jobs
 from lab.experiments.tables import mean_std, plus_minus
-from lab.experiments.selection import FACTORS, Candidate, pick, search_with_extension, validation_score, \
+from lab.experiments.selection import EXTEND, FACTORS, Candidate, pick, search_with_extension, validation_score, \
     write_record
 
 TERM = "ifalign"  # the weight searched: ``ifalign_weight``, IFAlign beside the refinement
@@ -60,7 +59,7 @@ def train_prompt_tuning_run(job: tuple) -> str:
 
 def tune_prompt_grid(grid_rows: Sequence[PromptRow], grid: str, seeds: int, runs_dir: Path, scale: str,
                      factors: Sequence[float] = FACTORS, rows: Sequence[PromptRow] = (), jobs: int = 1,
-                     extend: int = 2, train: Callable[[tuple], str] = train_prompt_tuning_run,
+                     extend: int = EXTEND, train: Callable[[tuple], str] = train_prompt_tuning_run,
                      progress: Callable[[str], None] = print) -> Path:
     """Choose ``ifalign_weight`` on the validation split for every row of ``rows`` (default: the grid's) that
     has it; write the tuned-vs-default table; returns its .md."""
@@ -137,9 +136,8 @@ def _write(grid: str, seeds: int, runs_dir: Path, scale: str, record: list[dict]
         (search,) = rec["searched"]
         tried = " · ".join(f"{c['weight']:g} ({'—' if c['val_hm'] is None else format(c['val_hm'], '.1f')})"
                            for c in search["candidates"])
-        val = rec["val_hm"]
-        lines.append(f"| {rec['row']} | {rec['metric']} | {TERM}_weight={search['chosen']:g} | "
-                     f"{'—' if val is None or math.isnan(val) else f'{val:.1f}'} | {plus_minus(rec['test_hm_tuned'])} | "
+        lines.append(f"| {rec['row']} | {rec['metric']} | {TERM}_weight={search['chosen']:g} | {rec['val_hm']:.1f} | "
+                     f"{plus_minus(rec['test_hm_tuned'])} | "
                      f"{plus_minus(rec['test_hm_default'])} | {tried} |")
     lines.append(f"\nIFAlign's weight searched over 1 × {{{', '.join(f'{f:g}' for f in FACTORS)}}} (a best weight at "
                  f"an end: one step further that way), the refinement at its default weight; the test set chose "
