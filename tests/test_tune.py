@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from lab.eval.suite import EvalConfig, evaluation_set, validation_set
 
@@ -40,10 +41,27 @@ def _fake_summary(path, val_hm: float, test_hm: float) -> None:
                                                    "val/hm": val_hm, "teacher/hm": 90.0})
 
 
+def _fake_sweep(monkeypatch, test_hm=lambda row: 20.0) -> list[str]:
+    """The sweep's runs (no KD, default weights) written instantly with the given test HM; returns the rows swept."""
+    from lab.experiments import sweep
+
+    swept = []
+
+    def fake_sweep_run(row, seed, runs_dir, scale="full", overrides=()):
+        swept.append(row.label)
+        path = runs_dir / sweep.run_id(row, seed, scale)
+        path.mkdir(exist_ok=True)
+        _fake_summary(path, val_hm=0.0, test_hm=test_hm(row))
+        return path
+
+    monkeypatch.setattr(sweep, "train_row", fake_sweep_run)
+    return swept
+
+
 def test_tune_chooses_by_validation_even_when_the_test_set_disagrees(tmp_path, monkeypatch):
     """A planted weight (CLIP-KD's CRD at 4× its default) is best on validation and worst on test: it must be
     chosen."""
-    from lab.experiments import sweep, tune
+    from lab.experiments import tune
     from lab.losses.objective import parse_weights
 
     defaults = tune.default_weights(["crd", "icl", "fd"])
@@ -57,16 +75,7 @@ def test_tune_chooses_by_validation_even_when_the_test_set_disagrees(tmp_path, m
         _fake_summary(path, val_hm=80.0 if planted else 50.0, test_hm=5.0 if planted else 40.0)
         return rid
 
-    swept = []
-
-    def fake_sweep_run(row, seed, runs_dir, scale="full", overrides=()):
-        swept.append(row.label)
-        path = runs_dir / sweep.run_id(row, seed, scale)
-        path.mkdir(exist_ok=True)
-        _fake_summary(path, val_hm=0.0, test_hm=20.0 if not row.loss else 30.0)
-        return path
-
-    monkeypatch.setattr(sweep, "train_row", fake_sweep_run)
+    swept = _fake_sweep(monkeypatch, test_hm=lambda row: 30.0 if row.loss else 20.0)
     table = tune.tune("core", seeds=2, runs_dir=tmp_path, scale="fast", train=fake_tuning_run,
                       progress=lambda msg: None)
     record = json.loads(table.with_suffix(".json").read_text())
@@ -82,6 +91,33 @@ def test_tune_chooses_by_validation_even_when_the_test_set_disagrees(tmp_path, m
     # ×4 is the grid's end, so one step further (×8) was searched too; it lost, and the search stopped.
     assert [c["weight"] for c in crd_search["candidates"]] == [f * defaults["crd"] for f in (*tune.FACTORS, 8.0)]
     assert f"crd={4 * defaults['crd']:g}" in table.read_text()
+
+
+def test_tuning_some_rows_keeps_the_rows_tuned_before_in_the_table(tmp_path, monkeypatch):
+    """`--rows FD` after `--rows CRD`: the table still holds CRD, read from its runs and not retrained; a row
+    whose tuning runs are incomplete is left out rather than shown half-tuned."""
+    from lab.experiments import tune
+
+    trained = []
+
+    def fake_tuning_run(job):
+        settings, rid, runs_dir = job
+        trained.append(rid)
+        (tmp_path / rid).mkdir(exist_ok=True)
+        _fake_summary(tmp_path / rid, val_hm=50.0, test_hm=40.0)
+        return rid
+
+    _fake_sweep(monkeypatch)
+    options = dict(seeds=1, runs_dir=tmp_path, scale="fast", train=fake_tuning_run, progress=lambda msg: None)
+    tune.tune("clipkd", rows=["CRD"], **options)
+    tune.tune("clipkd", rows=["ICL"], **options)
+    (tmp_path / trained[-1] / "summary.json").unlink()  # one of ICL's runs did not finish
+    before = len(trained)
+    table = tune.tune("clipkd", rows=["FD"], **options)
+    assert all("-fd" in rid for rid in trained[before:])  # only FD's runs were trained
+    record = json.loads(table.with_suffix(".json").read_text())
+    assert [r["row"] for r in record["rows"]] == ["CRD", "FD"]
+    assert "| CRD |" in table.read_text() and "| ICL |" not in table.read_text()
 
 
 def test_a_best_weight_at_the_grids_end_extends_the_search_that_way():
@@ -159,7 +195,7 @@ def test_prompt_grid_tuning_chooses_ifalign_by_each_protocols_validation_metric(
     """ComKD-CLIP (base2novel: HM) and a cross row (top-1): a planted IFAlign weight, best on validation and worst on
     test, is chosen in each; the one-term rows are listed as not tuned."""
     from lab import runs
-    from lab.experiments import sweep, tune
+    from lab.experiments import tune
 
     planted = {"base2novel": 2.0, "cross": 0.5}
 
@@ -175,13 +211,7 @@ def test_prompt_grid_tuning_chooses_ifalign_by_each_protocols_validation_metric(
                                                        f"val/{metric}": 80.0 if best else 50.0})
         return rid
 
-    def fake_sweep_run(row, seed, runs_dir, scale="full", overrides=()):
-        path = runs_dir / sweep.run_id(row, seed, scale)
-        path.mkdir(exist_ok=True)
-        _fake_summary(path, val_hm=0.0, test_hm=20.0)
-        return path
-
-    monkeypatch.setattr(sweep, "train_row", fake_sweep_run)
+    _fake_sweep(monkeypatch)
     table = tune.tune("comkd", seeds=2, runs_dir=tmp_path, scale="fast", train=fake_prompt_run,
                       rows=["PromptKD", "ComKD-CLIP", "comkd cross colour_shape→shape"], progress=lambda msg: None)
     record = json.loads(table.with_suffix(".json").read_text())
@@ -194,6 +224,10 @@ def test_prompt_grid_tuning_chooses_ifalign_by_each_protocols_validation_metric(
     # each tuning run started from the no-KD student of its seed, and scored the validation split
     assert (tmp_path / "fast-tune-pkd-comkd-b2n-ifalign2-s1").is_dir()
     assert "ifalign_weight=2" in table.read_text() and "Not tuned" in table.read_text()
+    # tuning one row again later keeps the other in the table, read from its runs, none retrained
+    again = tune.tune("comkd", seeds=2, runs_dir=tmp_path, scale="fast", train=lambda job: pytest.fail(job[1]),
+                      rows=["ComKD-CLIP"], progress=lambda msg: None)
+    assert json.loads(again.with_suffix(".json").read_text())["rows"] == record["rows"]
 
 
 def test_sweep_with_two_jobs_writes_what_one_job_writes(tmp_path):

@@ -126,8 +126,9 @@ def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = 
                     todo = [(_clip_settings(row, w, s, scale), i, str(runs_dir)) for w, row_ids in zip(configs, ids)
                             for s, i in zip(range(seeds), row_ids) if not runs.read_run(runs_dir / i).complete]
                     run_jobs(train, todo, jobs, desc=f"tune {term}")  # a finished run (an earlier row's) is reused
-                found = [Candidate(term, w, validation_score(runs_dir, i)) for w, i in zip(configs, ids)]
-                return None if not active and any(c.val is None for c in found) else found
+                elif not all(runs.read_run(runs_dir / i).complete for row_ids in ids for i in row_ids):
+                    return None
+                return [Candidate(term, w, validation_score(runs_dir, i)) for w, i in zip(configs, ids)]
 
             candidates = search_with_extension(search, list(factors), defaults[term], extend)
             if candidates is None:
@@ -138,11 +139,15 @@ def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = 
                              "candidates": [{"weight": c.weights[term], "val_hm": c.val} for c in candidates]})
         else:
             tuned.update(current)
-            if active and row not in parts:
+            if row in parts:
+                if active:
+                    parts_searched[row.label] = searched
+            else:  # a row not asked for whose tuning runs all exist stays in the table: nothing tuned is dropped
                 record[row.label] = {"row": row, "weights": current, "searched": searched,
                                      "run_ids": [tune_run_id(row, current, s, scale) for s in range(seeds)]}
-            elif active:
-                parts_searched[row.label] = searched
+    kept = [label for label, rec in record.items() if rec["row"] not in chosen_rows]
+    if kept:
+        progress(f"kept in the table, tuned earlier (all their runs found, none retrained): {'; '.join(kept)}")
     progress("default weights: the sweep's runs of the same rows, or the tuning runs at the default weights "
              "(the same configuration); trained if neither exists")
     missing = [r for r in chosen_rows if r not in parts and not all(

@@ -62,7 +62,8 @@ def tune_prompt_grid(grid_rows: Sequence[PromptRow], grid: str, seeds: int, runs
                      extend: int = EXTEND, train: Callable[[tuple], str] = train_prompt_tuning_run,
                      progress: Callable[[str], None] = print) -> Path:
     """Choose ``ifalign_weight`` on the validation split for every row of ``rows`` (default: the grid's) that
-    has it; write the tuned-vs-default table; returns its .md."""
+    has it; write the tuned-vs-default table, which keeps the grid's other rows whose tuning runs all exist
+    (read, not retrained); returns its .md."""
     from lab.experiments.sweep import sweep_rows
 
     asked = list(rows) or list(grid_rows)
@@ -72,23 +73,30 @@ def tune_prompt_grid(grid_rows: Sequence[PromptRow], grid: str, seeds: int, runs
                        f"two stage-2 terms. The grid's rows that do: "
                        f"{'; '.join(r.label for r in grid_rows if has_free_weight(r))}.")
     sweep_rows([NO_KD], seeds, runs_dir, scale, jobs=jobs)  # the students the prompt runs start from
-    record = []
-    for row in tunable:
-        metric = _metric(row)
+    record, kept = [], []
+    for row in [r for r in grid_rows if has_free_weight(r)]:
+        metric, active = _metric(row), row in tunable  # a row not asked for is read from its runs, if all exist
 
-        def search(fs: Sequence[float]) -> list[Candidate]:
+        def search(fs: Sequence[float]) -> list[Candidate] | None:
             ids = [[tune_run_id(row, f, s, scale) for s in range(seeds)] for f in fs]
-            progress(f"tune {row.label}: {TERM}_weight over {', '.join(f'{f:g}' for f in fs)} ({len(fs) * seeds} "
-                     f"runs; chosen by val/{metric})")
             todo = [(_tuning_config(row, f, s, runs_dir, scale), i, str(runs_dir))
                     for f, row_ids in zip(fs, ids) for s, i in enumerate(row_ids)
                     if not runs.read_run(runs_dir / i).complete]
-            run_jobs(train, todo, jobs, desc=f"tune {row.label}")
+            if active:
+                progress(f"tune {row.label}: {TERM}_weight over {', '.join(f'{f:g}' for f in fs)} "
+                         f"({len(fs) * seeds} runs; chosen by val/{metric})")
+                run_jobs(train, todo, jobs, desc=f"tune {row.label}")
+            elif todo:
+                return None
             return [Candidate(TERM, {TERM: f}, validation_score(runs_dir, i, f"val/{metric}")) for f, i in zip(fs, ids)]
 
         candidates = search_with_extension(search, list(factors), 1.0, extend)
+        if candidates is None:
+            continue
         best = pick(candidates, 1.0)
-        if not all(runs.read_run(runs_dir / i).complete for i in _default_ids(row, seeds, runs_dir, scale)):
+        if not active:
+            kept.append(row.label)
+        elif not all(runs.read_run(runs_dir / i).complete for i in _default_ids(row, seeds, runs_dir, scale)):
             sweep_rows([row], seeds, runs_dir, scale, jobs=jobs)  # weight 1 was not searched: the sweep's runs
         chosen_ids = [tune_run_id(row, best.weights[TERM], s, scale) for s in range(seeds)]
         record.append({"row": row.label, "metric": metric, "weights": best.weights, "default_weights": {TERM: 1.0},
@@ -98,6 +106,8 @@ def tune_prompt_grid(grid_rows: Sequence[PromptRow], grid: str, seeds: int, runs
                        "searched": [{"term": TERM, "chosen": best.weights[TERM],
                                      "candidates": [{"weight": c.weights[TERM], "val_hm": c.val}
                                                     for c in candidates]}]})
+    if kept:
+        progress(f"kept in the table, tuned earlier (all their runs found, none retrained): {'; '.join(kept)}")
     untuned = [r.label for r in asked if not has_free_weight(r)]
     return _write(grid, seeds, runs_dir, scale, record, untuned)
 
