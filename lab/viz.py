@@ -537,6 +537,54 @@ def ablation_bars(rows: Sequence[str], means: Sequence[float], stds: Sequence[fl
     return fig
 
 
+def _times(factor: float) -> str:
+    """A multiple of a default weight as tick text: 0.25 -> "×1/4", 8 -> "×8"."""
+    return f"×{factor:g}" if factor >= 1 else f"×1/{1 / factor:g}"
+
+
+def weight_search(rows: Sequence[dict]) -> go.Figure:
+    """What ``python -m lab tune`` tried: per tuned row, the validation score (the score that chose)
+    against the searched term's weight as a multiple of its default, on a log axis; the chosen weight
+    ringed, the default (×1) dotted; a row of several terms is named with the term searched. ``rows``: a
+    tuning record's ``rows`` (each with ``row``, ``default_weights``, ``searched`` and optionally
+    ``metric``). A line that peaks inside the searched range found an optimum; one still rising at an end
+    hit the search's limit."""
+    fig = go.Figure()
+    colours = run_colours([r["row"] for r in rows])
+    factors = set()
+    for r in rows:
+        for search in r["searched"]:
+            default = r["default_weights"][search["term"]]
+            points = [(c["weight"] / default, c["val_hm"], c["weight"]) for c in search["candidates"]
+                      if c["val_hm"] is not None]
+            if not points:
+                continue
+            factors.update(f for f, _, _ in points)
+            name = r["row"] if len(r["default_weights"]) == 1 else f"{r['row']}: {search['term']}"  # which term
+            xs, ys, weights = zip(*points)
+            colour = colours[r["row"]]
+            fig.add_trace(go.Scatter(
+                x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, line=dict(color=colour),
+                customdata=weights, hovertemplate=f"{name}: {search['term']} = %{{customdata:g}} "
+                                                  f"(×%{{x:g}} the default): %{{y:.1f}}<extra></extra>"))
+            chosen = [(f, y) for f, y, w in points if w == search["chosen"]]
+            if chosen:
+                fig.add_trace(go.Scatter(x=[chosen[0][0]], y=[chosen[0][1]], mode="markers", legendgroup=name,
+                                         showlegend=False, hoverinfo="skip",
+                                         marker=dict(symbol="circle-open", size=18, color=colour, line=dict(width=3))))
+    metrics = {r.get("metric", "hm") for r in rows}
+    score = (f"validation {next(iter(metrics)).upper()} (%)" if len(metrics) == 1
+             else "validation score (%, each row's own metric)")
+    ticks = sorted(factors) or [1.0]
+    fig.add_vline(x=1, line_dash="dot", line_color="grey")  # its label is the tick's: plotly misplaces one on a log axis
+    fig.update_xaxes(type="log", tickvals=ticks, ticktext=[_times(f) + (" (default)" if f == 1 else "") for f in ticks],
+                     title_text="the term's weight, as a multiple of its default")
+    fig.update_yaxes(title_text=score)
+    fig.update_layout(title="What the search tried; ○ = the weight chosen (best mean validation score)", height=420,
+                      font=dict(size=FONT), margin=dict(t=60, l=10, r=10, b=10), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
 def grouped_bars(values: dict[str, dict[str, float]], yaxis: str = "%", title: str | None = None) -> go.Figure:
     """One bar group per inner key (e.g. base, novel, HM, or a style), one colour per outer key (e.g. a model)."""
     fig = go.Figure([go.Bar(name=name, x=list(bars), y=list(bars.values())) for name, bars in values.items()])

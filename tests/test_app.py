@@ -102,6 +102,9 @@ def test_ablations_page_shows_the_weights_tune_chose(tmp_path):
     assert row["searched (validation)"] == "gd: 0.5 (37.5) · 1 (—)" and row["metric"] == "hm"
     assert (row["test, chosen"], row["test, default"], row["gap closed %, default"]) == \
         ("37.1 ± 2.2", "36.7 ± 2.3", "—")
+    (search,) = at.get("plotly_chart")  # every weight tried, at its validation score; an unscored one left out
+    trace = json.loads(search.proto.spec)["data"][0]
+    assert trace["name"] == "GD" and trace["x"] == [0.5] and trace["y"] == [37.5]
 
 
 @pytest.mark.parametrize("protocol, bars", [("base2novel", ["base", "novel", "hm"]),

@@ -121,3 +121,26 @@ def test_a_map_of_a_whole_evaluation_set_is_drawn():
                            "class": "red star", "style": "plain", "size": "small", "split": "base"})
     spec = viz.map_panel(points, "teacher", "class").to_dict()
     assert len(next(iter(spec["datasets"].values()))) == n
+
+
+def test_weight_search_draws_every_tried_weight_at_its_multiple_of_the_default():
+    """x is weight ÷ default (log, ×-ticks), y the validation score; the chosen point is ringed; a row that
+    searched two terms gets a line per term; an unscored candidate is left out, not drawn at 0."""
+    rows = [{"row": "FD", "default_weights": {"fd": 7.8125}, "searched": [{"term": "fd", "chosen": 31.25, "candidates": [
+                {"weight": 7.8125 * f, "val_hm": v} for f, v in ((0.25, 50.0), (1, 60.0), (4, 67.4), (8, None))]}]},
+            {"row": "FD+ICL", "default_weights": {"fd": 7.8125, "icl": 1.0}, "searched": [
+                {"term": "fd", "chosen": 7.8125, "candidates": [{"weight": 7.8125, "val_hm": 61.0}]},
+                {"term": "icl", "chosen": 0.5, "candidates": [{"weight": 0.5, "val_hm": 67.3},
+                                                              {"weight": 1.0, "val_hm": 66.0}]}]}]
+    fig = viz.weight_search(rows)
+    lines = {t.name: t for t in fig.data if t.showlegend is not False}
+    assert set(lines) == {"FD", "FD+ICL: fd", "FD+ICL: icl"}
+    assert list(lines["FD"].x) == [0.25, 1.0, 4.0] and list(lines["FD"].y) == [50.0, 60.0, 67.4]
+    rings = [t for t in fig.data if t.showlegend is False]
+    assert [(t.x[0], t.y[0]) for t in rings] == [(4.0, 67.4), (1.0, 61.0), (0.5, 67.3)]
+    assert lines["FD+ICL: fd"].line.color == lines["FD+ICL: icl"].line.color != lines["FD"].line.color
+    assert [t.marker.color for t in rings] == [lines[n].line.color for n in ("FD", "FD+ICL: fd", "FD+ICL: icl")]
+    assert fig.layout.xaxis.type == "log" and list(fig.layout.xaxis.ticktext) == ["×1/4", "×1/2", "×1 (default)", "×4"]
+    assert fig.layout.yaxis.title.text == "validation HM (%)"
+    mixed = viz.weight_search([{**rows[0], "metric": "top1"}, {**rows[1], "metric": "hm"}])
+    assert mixed.layout.yaxis.title.text == "validation score (%, each row's own metric)"

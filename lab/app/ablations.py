@@ -68,22 +68,30 @@ def page() -> None:
 
 
 def tuned_section() -> None:
-    """The weights ``python -m lab tune`` chose on the validation split, with the test set's numbers beside."""
-    tables, problems = data.tune_tables()
+    """The weights ``python -m lab tune`` chose on the validation split, with the test set's numbers beside,
+    and every weight the search tried."""
+    records, problems = data.tune_records()
     for problem in problems:
         st.warning(problem)
-    if not tables:
+    if not records:
         return
     st.subheader("Weights chosen on the validation split")
-    data.keep_known("tune_table", list(tables))
-    name = st.selectbox("Tuning", list(tables), key="tune_table")
+    data.keep_known("tune_table", list(records))
+    name = st.selectbox("Tuning", list(records), key="tune_table")
     if name.startswith(("fast-", "demo-")):
         st.markdown(f":orange-background[⚠️ These weights were tuned at {explain.BUDGET_WORDS[name.split('-', 1)[0]]}.]")
-    st.dataframe(tables[name], hide_index=True, width="stretch")
+    weights = st.column_config.TextColumn(width="medium")  # a recipe's weights fit unclipped
+    st.dataframe(data.tune_table(records[name]), hide_index=True, width="stretch",
+                 column_config={"chosen weights": weights, "default weights": weights})
     st.caption("Each row's new terms were searched over the weights listed, each with its validation score (the "
                "row's metric: HM, or a prompt protocol's top-1), averaged over the seeds; the validation split, "
                "disjoint from the test set, chose. The test set chose nothing: it gives the numbers at the chosen "
                "and at the default weights (mean ± std over the seeds).")
+    st.plotly_chart(viz.weight_search(records[name]["rows"]), width="stretch")
+    st.caption("Every weight the search tried, at its mean validation score over the seeds (the split that chose). "
+               "A line that peaks inside the range found its best weight; a flat line means the weight hardly "
+               "matters; the search went one step past an end while the best was there (at most twice). "
+               "Click a legend entry to hide a row.")
 
 
 def sweep_section(tables: dict[str, pd.DataFrame]) -> None:

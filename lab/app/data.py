@@ -159,19 +159,25 @@ def sweep_tables() -> tuple[dict[str, pd.DataFrame], list[str]]:
     return tables, problems
 
 
-def tune_tables() -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """Every readable ``python -m lab tune`` record (``runs/_tables/*tune-*.json``) as a table by name, and a
-    sentence per file that is not."""
+def tune_records() -> tuple[dict[str, dict], list[str]]:
+    """Every readable ``python -m lab tune`` record (``runs/_tables/*tune-*.json``) by name, and a sentence
+    per file that is not (one :func:`tune_table` cannot read)."""
     folder = Path(runs_dir()) / TABLES_DIR
-    tables, problems = {}, []
+    records, problems = {}, []
     for path in sorted(folder.glob("*tune-*.json")) if folder.is_dir() else []:
         try:
-            rows = json.loads(path.read_text())["rows"]
-            tables[path.stem] = pd.DataFrame([_tuned_row(r) for r in rows])
+            record = json.loads(path.read_text())
+            tune_table(record)
+            records[path.stem] = record
         except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
             problems.append(f"`{path.name}` is not a tuning record ({type(err).__name__}); rerun "
                             f"`python -m lab tune` (its finished runs are kept), or delete it.")
-    return tables, problems
+    return records, problems
+
+
+def tune_table(record: dict) -> pd.DataFrame:
+    """A tuning record as a table, a row per tuned row."""
+    return pd.DataFrame([_tuned_row(r) for r in record["rows"]])
 
 
 def _tuned_row(record: dict) -> dict:
