@@ -573,7 +573,8 @@ def weight_search(rows: Sequence[dict]) -> go.Figure:
                                          showlegend=False, hoverinfo="skip",
                                          marker=dict(symbol="circle-open", size=18, color=colour, line=dict(width=3))))
     metrics = {r.get("metric", "hm") for r in rows}
-    score = (f"validation {next(iter(metrics)).upper()} (%)" if len(metrics) == 1
+    names = {"hm": "HM", "top1": "top-1"}
+    score = (f"validation {names.get(next(iter(metrics)), next(iter(metrics)))} (%)" if len(metrics) == 1
              else "validation score (%, each row's own metric)")
     ticks = sorted(factors) or [1.0]
     fig.add_vline(x=1, line_dash="dot", line_color="grey")  # its label is the tick's: plotly misplaces one on a log axis
