@@ -90,8 +90,9 @@ def tuned_section() -> None:
     st.plotly_chart(viz.weight_search(records[name]["rows"]), width="stretch")
     st.caption("Every weight the search tried, at its mean validation score over the seeds (the split that chose). "
                "A line that peaks inside the range found its best weight; a flat line means the weight hardly "
-               "matters; the search went one step past an end while the best was there (at most twice). "
-               "Click a legend entry to hide a row.")
+               "matters; the search went one step past an end while the best was there (at most twice). The y axis "
+               "spans only the scores drawn: weigh a gap against the seeds' spread (the ± of the test columns "
+               "above), not by its height. Click a legend entry to hide a row.")
 
 
 def sweep_section(tables: dict[str, pd.DataFrame]) -> None:
