@@ -543,8 +543,9 @@ def _times(factor: float) -> str:
 
 
 def weight_search(rows: Sequence[dict]) -> go.Figure:
-    """What ``python -m lab tune`` tried: per tuned row, the validation score (the score that chose)
-    against the searched term's weight as a multiple of its default, on a log axis; the chosen weight
+    """What ``python -m lab tune`` tried: per tuned row, the validation score (the score that chose; ± its
+    std over the seeds, where the record has it) against the searched term's weight as a multiple of its
+    default, on a log axis; the chosen weight
     ringed, the default (×1) dotted; a row of several terms is named with the term searched. ``rows``: a
     tuning record's ``rows`` (each with ``row``, ``default_weights``, ``searched`` and optionally
     ``metric``). A line that peaks inside the searched range found an optimum; one still rising at an end
@@ -555,19 +556,21 @@ def weight_search(rows: Sequence[dict]) -> go.Figure:
     for r in rows:
         for search in r["searched"]:
             default = r["default_weights"][search["term"]]
-            points = [(c["weight"] / default, c["val_hm"], c["weight"]) for c in search["candidates"]
-                      if c["val_hm"] is not None]
+            points = [(c["weight"] / default, c["val_hm"], c["weight"], c.get("val_std") or 0.0)
+                      for c in search["candidates"] if c["val_hm"] is not None]
             if not points:
                 continue
-            factors.update(f for f, _, _ in points)
+            factors.update(f for f, *_ in points)
             name = r["row"] if len(r["default_weights"]) == 1 else f"{r['row']}: {search['term']}"  # which term
-            xs, ys, weights = zip(*points)
+            xs, ys, weights, stds = zip(*points)
             colour = colours[r["row"]]
             fig.add_trace(go.Scatter(
                 x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, line=dict(color=colour),
-                customdata=weights, hovertemplate=f"{name}: {search['term']} = %{{customdata:g}} "
-                                                  f"(×%{{x:g}} the default): %{{y:.1f}}<extra></extra>"))
-            chosen = [(f, y) for f, y, w in points if w == search["chosen"]]
+                error_y=dict(type="data", array=stds, visible=any(stds), thickness=1, width=3),
+                customdata=list(zip(weights, stds)),
+                hovertemplate=f"{name}: {search['term']} = %{{customdata[0]:g}} (×%{{x:g}} the default): "
+                              f"%{{y:.1f}} ± %{{customdata[1]:.1f}}<extra></extra>"))
+            chosen = [(f, y) for f, y, w, _ in points if w == search["chosen"]]
             if chosen:
                 fig.add_trace(go.Scatter(x=[chosen[0][0]], y=[chosen[0][1]], mode="markers", legendgroup=name,
                                          showlegend=False, hoverinfo="skip",
@@ -581,7 +584,7 @@ def weight_search(rows: Sequence[dict]) -> go.Figure:
     fig.update_xaxes(type="log", tickvals=ticks, ticktext=[_times(f) + (" (default)" if f == 1 else "") for f in ticks],
                      title_text="the term's weight, as a multiple of its default")
     fig.update_yaxes(title_text=score)
-    fig.update_layout(title="What the search tried; ○ = the weight chosen (best mean validation score)", height=420,
+    fig.update_layout(title="What the search tried (mean ± std over seeds); ○ = the weight chosen", height=420,
                       font=dict(size=FONT), margin=dict(t=60, l=10, r=10, b=10), legend=dict(orientation="h", y=-0.3))
     return fig
 

@@ -72,7 +72,8 @@ def test_tune_chooses_by_validation_even_when_the_test_set_disagrees(tmp_path, m
         planted = weights == {**defaults, "crd": 4 * defaults["crd"]}
         path = tmp_path / rid
         path.mkdir()
-        _fake_summary(path, val_hm=80.0 if planted else 50.0, test_hm=5.0 if planted else 40.0)
+        seed_offset = 1.0 if rid.endswith("-s1") else -1.0  # the seeds' validation scores differ; their mean does not
+        _fake_summary(path, val_hm=(80.0 if planted else 50.0) + seed_offset, test_hm=5.0 if planted else 40.0)
         return rid
 
     swept = _fake_sweep(monkeypatch, test_hm=lambda row: 30.0 if row.loss else 20.0)
@@ -90,6 +91,7 @@ def test_tune_chooses_by_validation_even_when_the_test_set_disagrees(tmp_path, m
     (crd_search,) = row["searched"]
     # ×4 is the grid's end, so one step further (×8) was searched too; it lost, and the search stopped.
     assert [c["weight"] for c in crd_search["candidates"]] == [f * defaults["crd"] for f in (*tune.FACTORS, 8.0)]
+    assert all(c["val_std"] == pytest.approx(2 ** 0.5) for c in crd_search["candidates"])  # the seeds' spread, kept
     assert f"crd={4 * defaults['crd']:g}" in table.read_text()
 
 

@@ -127,7 +127,7 @@ def test_weight_search_draws_every_tried_weight_at_its_multiple_of_the_default()
     """x is weight ÷ default (log, ×-ticks), y the validation score; the chosen point is ringed; a row that
     searched two terms gets a line per term; an unscored candidate is left out, not drawn at 0."""
     rows = [{"row": "FD", "default_weights": {"fd": 7.8125}, "searched": [{"term": "fd", "chosen": 31.25, "candidates": [
-                {"weight": 7.8125 * f, "val_hm": v} for f, v in ((0.25, 50.0), (1, 60.0), (4, 67.4), (8, None))]}]},
+                {"weight": 7.8125 * f, "val_hm": v, "val_std": 1.5} for f, v in ((0.25, 50.0), (1, 60.0), (4, 67.4), (8, None))]}]},
             {"row": "FD+ICL", "default_weights": {"fd": 7.8125, "icl": 1.0}, "searched": [
                 {"term": "fd", "chosen": 7.8125, "candidates": [{"weight": 7.8125, "val_hm": 61.0}]},
                 {"term": "icl", "chosen": 0.5, "candidates": [{"weight": 0.5, "val_hm": 67.3},
@@ -136,6 +136,8 @@ def test_weight_search_draws_every_tried_weight_at_its_multiple_of_the_default()
     lines = {t.name: t for t in fig.data if t.showlegend is not False}
     assert set(lines) == {"FD", "FD+ICL: fd", "FD+ICL: icl"}
     assert list(lines["FD"].x) == [0.25, 1.0, 4.0] and list(lines["FD"].y) == [50.0, 60.0, 67.4]
+    assert list(lines["FD"].error_y.array) == [1.5] * 3 and lines["FD"].error_y.visible
+    assert not lines["FD+ICL: icl"].error_y.visible  # a record without the seeds' spread: no bars, not zero-height ones
     rings = [t for t in fig.data if t.showlegend is False]
     assert [(t.x[0], t.y[0]) for t in rings] == [(4.0, 67.4), (1.0, 61.0), (0.5, 67.3)]
     assert lines["FD+ICL: fd"].line.color == lines["FD+ICL: icl"].line.color != lines["FD"].line.color

@@ -88,11 +88,12 @@ def tuned_section() -> None:
                "disjoint from the test set, chose. The test set chose nothing: it gives the numbers at the chosen "
                "and at the default weights (mean ± std over the seeds).")
     st.plotly_chart(viz.weight_search(records[name]["rows"]), width="stretch")
-    st.caption("Every weight the search tried, at its mean validation score over the seeds (the split that chose). "
+    st.caption("Every weight the search tried, at its mean validation score over the seeds (the split that chose), "
+               "± its std over the seeds (an older record has none: rerun its `python -m lab tune` command, which "
+               "trains nothing already trained). "
                "A line that peaks inside the range found its best weight; a flat line means the weight hardly "
                "matters; the search went one step past an end while the best was there (at most twice). The y axis "
-               "spans only the scores drawn: weigh a gap against the seeds' spread (the ± of the test columns "
-               "above), not by its height. Click a legend entry to hide a row.")
+               "spans only the scores drawn: weigh a gap against the error bars, not by its height. Click a legend entry to hide a row.")
 
 
 def sweep_section(tables: dict[str, pd.DataFrame]) -> None:

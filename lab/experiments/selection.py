@@ -30,14 +30,29 @@ class Candidate:
     term: str
     weights: dict[str, float]
     val: float | None  # mean validation score over the seeds that finished
+    val_std: float | None = None  # its standard deviation over those seeds (None under two)
+
+    def record(self) -> dict:
+        """As a tuning record's ``.json`` keeps it (the dashboard draws ``val_hm`` ± ``val_std``)."""
+        return {"weight": self.weights[self.term], "val_hm": self.val, "val_std": self.val_std}
+
+
+def _validation_values(runs_dir: Path, ids: Sequence[str], key: str) -> list[float]:
+    found = [runs.read_run(runs_dir / i) for i in ids]
+    return [v for v in (r.summary.get(key) for r in found if r.complete) if v is not None]
 
 
 def validation_score(runs_dir: Path, ids: Sequence[str], key: str = SELECT_BY) -> float | None:
     """The mean of ``key`` (a ``val/...`` summary key) over the finished runs ``ids``; None if none has it."""
-    found = [runs.read_run(runs_dir / i) for i in ids]
-    values = [r.summary.get(key) for r in found if r.complete]
-    values = [v for v in values if v is not None]
+    values = _validation_values(runs_dir, ids, key)
     return statistics.fmean(values) if values else None
+
+
+def scored(term: str, weights: dict[str, float], runs_dir: Path, ids: Sequence[str], key: str = SELECT_BY) -> Candidate:
+    """The candidate ``weights`` scored by its runs ``ids``: the mean of ``key`` and its spread over the seeds."""
+    values = _validation_values(runs_dir, ids, key)
+    return Candidate(term, weights, statistics.fmean(values) if values else None,
+                     statistics.stdev(values) if len(values) > 1 else None)
 
 
 def pick(candidates: Sequence[Candidate], default: float) -> Candidate:

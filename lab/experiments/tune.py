@@ -32,7 +32,7 @@ from lab.errors import LabError
 from lab.experiments.grids import NO_KD, SCALES, PromptRow, Row, check_scale, grid_rows, paper_number, run_id, \
     scale_prefix
 from lab.experiments.parallel import run_jobs
-from lab.experiments.selection import EXTEND, FACTORS, SELECT_BY, Candidate, pick, \
+from lab.experiments.selection import EXTEND, FACTORS, SELECT_BY, Candidate, pick, scored, \
     search_with_extension, validation_score, write_record
 from lab.experiments.tables import plus_minus, gap_closed, mean_std
 from lab.losses.objective import TERMS, parse_terms
@@ -128,7 +128,7 @@ def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = 
                     run_jobs(train, todo, jobs, desc=f"tune {term}")  # a finished run (an earlier row's) is reused
                 elif not all(runs.read_run(runs_dir / i).complete for row_ids in ids for i in row_ids):
                     return None
-                return [Candidate(term, w, validation_score(runs_dir, i)) for w, i in zip(configs, ids)]
+                return [scored(term, w, runs_dir, i) for w, i in zip(configs, ids)]
 
             candidates = search_with_extension(search, list(factors), defaults[term], extend)
             if candidates is None:
@@ -136,7 +136,7 @@ def tune(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = 
             best = pick(candidates, defaults[term])
             current = dict(best.weights)
             searched.append({"term": term, "chosen": best.weights[term],
-                             "candidates": [{"weight": c.weights[term], "val_hm": c.val} for c in candidates]})
+                             "candidates": [c.record() for c in candidates]})
         else:
             tuned.update(current)
             if row in parts:

@@ -26,8 +26,7 @@ from lab.errors import LabError
 from lab.experiments.grids import NO_KD, SCALES, PromptRow, run_id, scale_prefix
 from lab.experiments.parallel import run_jobs
 from lab.experiments.tables import mean_std, plus_minus
-from lab.experiments.selection import EXTEND, FACTORS, Candidate, pick, search_with_extension, validation_score, \
-    write_record
+from lab.experiments.selection import EXTEND, FACTORS, Candidate, pick, scored, search_with_extension, write_record
 
 TERM = "ifalign"  # the weight searched: ``ifalign_weight``, IFAlign beside the refinement
 
@@ -88,7 +87,7 @@ def tune_prompt_grid(grid_rows: Sequence[PromptRow], grid: str, seeds: int, runs
                 run_jobs(train, todo, jobs, desc=f"tune {row.label}")
             elif todo:
                 return None
-            return [Candidate(TERM, {TERM: f}, validation_score(runs_dir, i, f"val/{metric}")) for f, i in zip(fs, ids)]
+            return [scored(TERM, {TERM: f}, runs_dir, i, f"val/{metric}") for f, i in zip(fs, ids)]
 
         candidates = search_with_extension(search, list(factors), 1.0, extend)
         if candidates is None:
@@ -104,8 +103,7 @@ def tune_prompt_grid(grid_rows: Sequence[PromptRow], grid: str, seeds: int, runs
                        "test_hm_default": _test(runs_dir, _default_ids(row, seeds, runs_dir, scale), metric),
                        "gap_closed_tuned": mean_std([]), "gap_closed_default": mean_std([]),
                        "searched": [{"term": TERM, "chosen": best.weights[TERM],
-                                     "candidates": [{"weight": c.weights[TERM], "val_hm": c.val}
-                                                    for c in candidates]}]})
+                                     "candidates": [c.record() for c in candidates]}]})
     if kept:
         progress(f"kept in the table, tuned earlier (all their runs found, none retrained): {'; '.join(kept)}")
     untuned = [r.label for r in asked if not has_free_weight(r)]
