@@ -545,11 +545,10 @@ def _times(factor: float) -> str:
 def weight_search(rows: Sequence[dict]) -> go.Figure:
     """What ``python -m lab tune`` tried: per tuned row, the validation score (the score that chose; ± its
     std over the seeds, where the record has it) against the searched term's weight as a multiple of its
-    default, on a log axis; the chosen weight
-    ringed, the default (×1) dotted; a row of several terms is named with the term searched. ``rows``: a
-    tuning record's ``rows`` (each with ``row``, ``default_weights``, ``searched`` and optionally
-    ``metric``). A line that peaks inside the searched range found an optimum; one still rising at an end
-    hit the search's limit."""
+    default, on a log axis; the chosen weight ringed, the default (×1) dotted; a row of several terms is
+    named with the term searched. ``rows``: a tuning record's ``rows`` (each with ``row``,
+    ``default_weights``, ``searched`` and optionally ``metric``). A line that peaks inside the searched
+    range found an optimum; one still rising at an end hit the search's limit."""
     fig = go.Figure()
     colours = run_colours([r["row"] for r in rows])
     factors = set()

@@ -93,7 +93,8 @@ def tuned_section() -> None:
                "trains nothing already trained). "
                "A line that peaks inside the range found its best weight; a flat line means the weight hardly "
                "matters; the search went one step past an end while the best was there (at most twice). The y axis "
-               "spans only the scores drawn: weigh a gap against the error bars, not by its height. Click a legend entry to hide a row.")
+               "spans only the scores drawn: weigh a gap against the error bars, not by its height. Click a "
+               "legend entry to hide a row.")
 
 
 def sweep_section(tables: dict[str, pd.DataFrame]) -> None:
