@@ -252,6 +252,21 @@ def load(spec: str | Path, device: str = "cpu") -> ClipModel:
     return create(spec, device=device)
 
 
+def load_student(spec: str | Path, seed: int, device: str = "cpu") -> ClipModel:
+    """The student a trainer starts from: :func:`load` right after ``torch.manual_seed(seed)``.
+
+    A model built from a config draws its initial weights from torch's global generator, so a student
+    built after anything else that draws from it (a teacher's random initialisation before its weights
+    are loaded, a projection head) would start elsewhere. Every trainer builds its student here, first,
+    so every row of a grid at ``train.seed=k`` — the no-KD student, every objective, an online or a
+    cached teacher, ShapesWorld or a file dataset — starts from the same weights (tests/test_one_start.py).
+    The global generator is left as seeded-then-drawn, exactly as ``pretrain`` always had it, so the
+    no-KD student's runs are unchanged by this function.
+    """
+    torch.manual_seed(seed)
+    return load(spec, device=device)
+
+
 def shipped_teacher(device: str = "cpu") -> ClipModel:
     """The ShapesWorld teacher that ships in ``data/teacher``."""
     if not SHIPPED_TEACHER.is_file():

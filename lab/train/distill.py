@@ -157,8 +157,8 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     check_shards(cfg.data)  # webdataset settings and files, before any model is loaded
     device, ctx = start_processes(cfg.train)
     seed_everything(cfg.train.seed)
+    student = zoo.load_student(cfg.student, cfg.train.seed, device=str(device))  # before the teacher: one start per seed
     teacher = zoo.load_teacher(cfg.teacher, str(device))
-    student = zoo.load(cfg.student, device=str(device))
     objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant,
                           projection_point=cfg.projection).to(device)
     dist.broadcast_from_main([student.model, objective], ctx)

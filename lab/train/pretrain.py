@@ -59,7 +59,7 @@ def pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path = "runs", ov
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
-    clip = zoo.load(cfg.model, device=str(device))
+    clip = zoo.load_student(cfg.model, cfg.train.seed, device=str(device))
     reference = zoo.load(zoo.SHIPPED_TEACHER if cfg.reference_teacher == "shipped" else cfg.reference_teacher,
                          device=str(device)) if cfg.reference_teacher else None
     dataset = build_pairs(cfg.data)
