@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo runs test teacher clean-runs lab notebooks student instructor lessons-html lessons-pack
+.PHONY: install demo runs test teacher clean-runs lab notebooks student instructor lessons-html lessons-pack student-pack site
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,13 @@ lessons-html: $(STAMP)
 ## make lessons-pack: the lessons' finished cpu-preset runs as one archive for a classroom (see notebooks/INSTRUCTORS.md)
 lessons-pack: $(STAMP)
 	$(PY) -m lab lessons pack --preset cpu runs/lessons-cpu.tar.gz
+
+## make student-pack: what a student receives (no solutions), in runs/student-pack/ (see notebooks/INSTRUCTORS.md);
+## it needs the runs pack of make lessons-pack and executes the student edition's HTML pages in the cpu preset
+student-pack: $(STAMP)
+	test -f runs/lessons-cpu.tar.gz || $(MAKE) lessons-pack
+	rm -rf runs/student-pack
+	$(PY) -m lab lessons student-pack runs/student-pack --preset cpu --runs-pack runs/lessons-cpu.tar.gz
 
 clean-runs:
 	rm -rf runs

@@ -46,8 +46,11 @@ PRESET = os.environ.get("LAB_PRESET", "cpu")  # fast | cpu | gpu
 import sys
 from pathlib import Path
 
-# the repository root (the folder holding lab/), so `import lab` works wherever Jupyter started
-sys.path.insert(0, str(next(p for p in [Path.cwd(), *Path.cwd().parents] if (p / 'lab').is_dir())))
+# the repository root (the folder holding lab/), so `import lab` works wherever Jupyter started;
+# none in a student pack, where lab is installed from its wheel
+ROOT = next((p for p in [Path.cwd(), *Path.cwd().parents] if (p / 'lab').is_dir()), None)
+if ROOT is not None:
+    sys.path.insert(0, str(ROOT))
 
 import torch
 import torch.nn.functional as F

@@ -16,8 +16,9 @@ import csv
 from pathlib import Path
 
 from lab.errors import LabError
+from lab.paths import DATA_DIR
 
-PAPERS_DIR = Path(__file__).resolve().parents[2] / "data" / "papers"
+PAPERS_DIR = DATA_DIR / "papers"
 TABLES = {path.stem: path for path in sorted(PAPERS_DIR.glob("*.csv"))}
 
 

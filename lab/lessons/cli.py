@@ -28,6 +28,17 @@ def add_commands(sub) -> None:
     q.add_argument("--preset", default="cpu")
     q.add_argument("--runs-dir", default=str(EXECUTED))
     q.add_argument("--with-checkpoints", action="store_true", help="also the training checkpoints (large)")
+    q = actions.add_parser("student-pack", help="what a student receives: the lab's wheel, the student edition, "
+                           "the runs pack, the executed student HTML pages, how to submit (no solution)")
+    q.add_argument("out", help="an empty folder to write the pack into")
+    q.add_argument("--preset", default="cpu", help="the preset the HTML pages are executed in and the runs pack holds")
+    q.add_argument("--runs-dir", default=str(EXECUTED), help="the lessons' runs (finished runs are reused)")
+    q.add_argument("--runs-pack", default="", help="an existing runs pack to include (default: pack the runs now)")
+    q.add_argument("--executed", default="", help="a folder of already executed student editions for the HTML pages")
+    q = actions.add_parser("solutions-edition", help="the lessons WITH reference solutions, for self-learners")
+    q.add_argument("out", help="folder to write the notebooks into")
+    q = actions.add_parser("update", help="bring a student's lesson folder to this release, keeping the answers")
+    q.add_argument("old_dir", help="the student's folder of lesson notebooks")
     q = actions.add_parser("unpack", help="unpack a runs pack; then set LAB_RUNS_DIR to the folder")
     q.add_argument("archive")
     q.add_argument("runs_dir")
@@ -64,6 +75,24 @@ def _cmd_lessons(args) -> int:
         names = pack.pack(args.preset, Path(args.archive), Path(args.runs_dir), args.with_checkpoints)
         print(f"packed {len(names)} runs of {Path(args.runs_dir) / args.preset} into {args.archive} "
               f"({Path(args.archive).stat().st_size / 1e6:.1f} MB)")
+    elif args.action == "student-pack":
+        from lab.lessons import studentpack
+
+        files = studentpack.write_pack(Path(args.out), args.preset, Path(args.runs_dir),
+                                       Path(args.executed) if args.executed else None,
+                                       Path(args.runs_pack) if args.runs_pack else None)
+        size = sum(p.stat().st_size for p in files) / 1e6
+        print(f"wrote the student pack {args.out}: {len(files)} files, {size:.1f} MB (see its README.md)")
+    elif args.action == "solutions-edition":
+        from lab.lessons import studentpack
+
+        for path in studentpack.write_solutions_edition(Path(args.out)):
+            print(f"wrote {path} (WITH the reference solutions)")
+    elif args.action == "update":
+        from lab.lessons import update
+
+        for line in update.update(Path(args.old_dir)):
+            print(line)
     elif args.action == "unpack":
         presets = pack.unpack(Path(args.archive), Path(args.runs_dir))
         print(f"unpacked {', '.join(presets)} into {args.runs_dir}; now: export LAB_RUNS_DIR={args.runs_dir}")

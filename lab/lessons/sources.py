@@ -2,7 +2,8 @@
 
 An instructor edits either side: the ``.py`` in any editor (reviewable in git), or the notebook in
 JupyterLab, where jupytext's server extension writes the paired ``.py`` on save. ``sync`` rewrites every
-``.ipynb`` from its source, without outputs and with stable cell ids; ``stale`` lists those that differ.
+``.ipynb`` from its source, without outputs, with stable cell ids and the lab's version in its metadata
+(``metadata.lab.version``, what ``python -m lab lessons update`` compares); ``stale`` lists those that differ.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+
+from lab import __version__
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -31,7 +34,7 @@ def notebook_from_source(path: Path):
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     notebook.metadata = {"jupytext": {"formats": "ipynb,py:percent"}, "kernelspec": dict(KERNELSPEC),
-                         "language_info": {"name": "python"}}
+                         "language_info": {"name": "python"}, "lab": {"version": __version__}}
     notebook.nbformat, notebook.nbformat_minor = 4, 5
     nbformat.validate(notebook)
     return notebook
@@ -53,6 +56,8 @@ def stale(folder: Path = NOTEBOOK_DIR) -> list[str]:
         stored = nbformat.read(target, as_version=4)
         if comparable(stored) != comparable(notebook_from_source(source)):
             out.append(f"{target.name} differs from {source.name}")
+        elif stored.metadata.get("lab", {}).get("version") != __version__:
+            out.append(f"{target.name} does not carry the lab's version {__version__}")
         elif any(c.cell_type == "code" and (c.outputs or c.execution_count) for c in stored.cells):
             out.append(f"{target.name} holds outputs")
     return out

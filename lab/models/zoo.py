@@ -25,12 +25,13 @@ import torch
 from safetensors.torch import load_file, save
 
 from lab.errors import LabError
+from lab.paths import DATA_DIR
 from lab.runs import atomic_write_bytes
 
 PRESET_DIR = Path(__file__).parent / "configs"
 open_clip.add_model_config(PRESET_DIR)
 PRESETS = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.json")))
-SHIPPED_TEACHER = Path(__file__).resolve().parents[2] / "data" / "teacher" / "shapes-teacher.safetensors"
+SHIPPED_TEACHER = DATA_DIR / "teacher" / "shapes-teacher.safetensors"
 
 
 @dataclass

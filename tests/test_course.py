@@ -1,0 +1,160 @@
+"""The course around the lessons: the student pack, the quizzes, releases (``lessons update``).
+
+The student pack is built once per module with the lessons' student edition as its HTML source (not
+executed here: executing every lesson is tests/test_notebooks.py's cost), installed into a fresh venv
+from its own wheelhouse, and searched, file by file and inside its archives, for what only the instructor
+sources hold.
+"""
+
+import html
+import io
+import re
+import site
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lab.lessons import editions, studentpack
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _tagged(nb, tag):
+    return [c for c in nb.cells if tag in c.metadata.get("tags", [])]
+
+
+@pytest.fixture(scope="module")
+def student_pack(tmp_path_factory):
+    from lab.cli import main
+
+    tmp = tmp_path_factory.mktemp("pack-src")
+    editions.write_edition("student", tmp / "executed")
+    runs_pack = tmp / "lessons-cpu.tar.gz"
+    with tarfile.open(runs_pack, "w:gz") as tar:  # a stand-in runs pack: one run's summary
+        data = b'{"hm": 1.0}'
+        info = tarfile.TarInfo("cpu/a-run/summary.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    out = tmp_path_factory.mktemp("pack") / "student-pack"
+    assert main(["lessons", "student-pack", str(out), "--executed", str(tmp / "executed"),
+                 "--runs-pack", str(runs_pack)]) == 0
+    return out
+
+
+def _texts(path: Path):
+    """(name, text) of every file of the pack, archive members included, as a reader would see them."""
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        if file.suffix == ".whl":
+            with zipfile.ZipFile(file) as archive:
+                for name in archive.namelist():
+                    yield f"{file.name}:{name}", archive.read(name).decode("utf-8", "ignore")
+        elif file.name.endswith(".tar.gz"):
+            with tarfile.open(file) as archive:
+                for member in archive.getmembers():
+                    if member.isfile():
+                        yield f"{file.name}:{member.name}", archive.extractfile(member).read().decode("utf-8", "ignore")
+        elif file.suffix == ".ipynb":
+            nb = nbformat.read(file, as_version=4)
+            yield str(file), "\n".join([c.source for c in nb.cells] + [
+                o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs])
+        elif file.suffix == ".html":
+            raw = file.read_text("utf-8", "ignore")  # the code is highlighted: read the page's text, not its tags
+            yield str(file), html.unescape(re.sub(r"<[^>]+>", "", raw))
+        else:
+            yield str(file), file.read_bytes().decode("utf-8", "ignore")
+
+
+def _secrets() -> list[str]:
+    """Every reference-solution line and every instructor-note line of the instructor sources that the
+    lesson does not also teach elsewhere (a line the question repeats is no leak)."""
+    needles = []
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        public = "\n".join(c.source for c in nb.cells if not ({"solution", "instructor"} & set(c.metadata.get("tags", []))))
+        for cell in _tagged(nb, "solution") + _tagged(nb, "instructor"):
+            for line in cell.source.splitlines():
+                line = line.strip().lstrip("#").strip()
+                if len(line) > 12 and line not in public:
+                    needles.append(line)
+    return needles
+
+
+def test_student_pack_holds_no_solution_no_instructor_note_and_no_instructor_module(student_pack):
+    assert {p.name for p in student_pack.iterdir()} == {"README.md", "how-to-submit.md", "requirements.txt",
+                                                       "wheelhouse", "lessons", "html", "runs"}
+    assert sorted(p.name for p in (student_pack / "lessons").glob("*.ipynb")) == [p.name for p in NOTEBOOKS]
+    assert sorted(p.stem for p in (student_pack / "html").glob("*.html")) == [p.stem for p in NOTEBOOKS]
+    needles = _secrets()
+    assert len(needles) > 20
+    for name, text in _texts(student_pack):
+        assert "Instructor note" not in text or name.endswith(".py"), f"an instructor note in {name}"
+        for needle in needles:
+            assert needle not in text, f"{needle!r} (instructor source) is in {name}"
+    wheel = next((student_pack / "wheelhouse").glob("*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "lab/lesson.py" in names and "lab/_data/teacher/shapes-teacher.safetensors" in names
+    assert not [n for n in names if studentpack.instructor_only(n)]
+    assert not [n for n in names if n.startswith(("tests/", "notebooks/"))]
+
+
+def test_instructor_only_is_a_list_of_patterns():
+    assert studentpack.instructor_only("lab/lessons/solutions.py")
+    assert studentpack.instructor_only("lab/lessons/solutions/00.py")
+    assert not studentpack.instructor_only("lab/lesson.py")
+
+
+def test_student_pack_installs_in_a_fresh_venv_and_a_lesson_starts(student_pack, tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    venv_site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                    capture_output=True, text=True, check=True).stdout.strip())
+    # the dependencies: the shared environment's (nothing is downloaded); not lab, which lives in the repository
+    (venv_site / "shared-deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    wheel = next((student_pack / "wheelhouse").glob("*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-index",
+                    "--no-deps", str(wheel)], check=True)
+    nb = nbformat.read(student_pack / "lessons" / "00_tour.ipynb", as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    first = code[:next(i for i, c in enumerate(code) if "one_batch()" in c) + 1]
+    script = "\n\n".join(first) + "\nimport lab; print('LAB FROM', lab.__file__); print('BATCH', tuple(e.image_raw.shape))\n"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LAB_PRESET": "fast", "HF_HUB_OFFLINE": "1",
+           "LAB_RUNS_DIR": str(tmp_path / "runs"), "LAB_HEADLESS": "1", "TQDM_DISABLE": "1"}
+    done = subprocess.run([python, "-c", script], cwd=student_pack / "lessons", env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"LAB FROM {venv_site}" in done.stdout, done.stdout[-500:]
+    assert "BATCH (16, " in done.stdout
+
+
+def test_a_modified_answer_cell_survives_an_update(tmp_path, capsys):
+    from lab.cli import main
+
+    editions.write_edition("student", tmp_path)
+    path = tmp_path / NOTEBOOKS[0].name
+    nb = nbformat.read(path, as_version=4)
+    answer = _tagged(nb, "answer")[0]
+    answer.source = "answer = 42  # mine"
+    nb.metadata["lab"]["version"] = "0.0.1"
+    changed = next(c for c in nb.cells if c.cell_type == "markdown" and "answer" not in c.metadata.get("tags", []))
+    changed.source = "an older wording"
+    dropped = nb.cells.pop(-1)  # a cell the new release adds
+    nb.cells.insert(3, nbformat.v4.new_code_cell("print('my own cell')", id="mine"))
+    nbformat.write(nb, path)
+    assert main(["lessons", "update", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    updated = nbformat.read(path, as_version=4)
+    assert next(c for c in updated.cells if c.id == answer.id).source == "answer = 42  # mine"
+    assert next(c for c in updated.cells if c.id == changed.id).source != "an older wording"
+    assert any(c.id == dropped.id for c in updated.cells) and any(c.id == "mine" for c in updated.cells)
+    assert updated.metadata["lab"]["version"] != "0.0.1"
+    assert f"changed cell {changed.id}" in out and f"new cell {dropped.id}" in out
+    backup = tmp_path / "backup-0.0.1" / path.name
+    assert backup.is_file() and "answer = 42" in backup.read_text()
