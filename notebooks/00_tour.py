@@ -173,3 +173,17 @@ check("0.2", answer, v=v)
 
 # %% tags=["experiment"]
 # your experiment
+
+# %% [markdown]
+# ## Self-check quiz
+#
+# A few questions on this lesson's ideas. Put your answer to each in `quiz_answers` — a letter for a
+# multiple-choice question, a number otherwise — and run the cell: it says whether each answer is right and
+# why, and explains every option (under "Explanation of every option"). The grader reads `quiz_answers`
+# from your notebook.
+
+# %% tags=["quiz-answers"]
+from lab.lessons.quiz import show_quiz
+
+quiz_answers = {"0.q1": None, "0.q2": None, "0.q3": None}
+show_quiz("00", quiz_answers)

@@ -263,7 +263,21 @@ answer = fd_mine / v_t.shape[1]
 check("2.3", answer, pv=pv, pt=pt, v_t=v_t, t_t=t_t)
 
 # %% [markdown]
-# **Experiment 2.4 (open-ended, not graded).** The paper sweeps MFD's mask ratio from 0 to 0.75 and finds no gain over 0. Does that hold here? Train MFD at mask ratios 0.25, 0.5 and 0.75 (the distill setting `mask_ratio=…`: `lesson.clip_run("mfd", ("mask_ratio=0.75",), "r75")`), plot HM against the ratio with `ablation_bars`, and compare with FD (ratio 0).
+# **Experiment 2.4 (open-ended, not graded).** The paper sweeps MFD's mask ratio from 0 to 0.75 and finds no gain over 0. Does that hold here? Train MFD at mask ratios 0.25, 0.5 and 0.75 (the distill setting `mask_ratio=…`: `lesson.clip_run("mfd", ("mask_ratio=0.75",), "r75")`), plot HM against the ratio with `ablation_bars` (`from lab.viz import ablation_bars`; `ablation_bars(labels, hms, [0.0] * len(hms), "HM (one seed)")` draws one bar per run, its mean the run's HM — the zeros are the standard deviations one seed cannot give), and compare with FD (ratio 0).
 
 # %% tags=["experiment"]
 # your experiment
+
+# %% [markdown]
+# ## Self-check quiz
+#
+# A few questions on this lesson's ideas. Put your answer to each in `quiz_answers` — a letter for a
+# multiple-choice question, a number otherwise — and run the cell: it says whether each answer is right and
+# why, and explains every option (under "Explanation of every option"). The grader reads `quiz_answers`
+# from your notebook.
+
+# %% tags=["quiz-answers"]
+from lab.lessons.quiz import show_quiz
+
+quiz_answers = {"2.q1": None, "2.q2": None, "2.q3": None, "2.q4": None}
+show_quiz("02", quiz_answers)

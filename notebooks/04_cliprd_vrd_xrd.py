@@ -153,7 +153,7 @@ lesson.curves(trained, "eval/hm" if PRESET != "fast" else "task")
 # %% [markdown]
 # ## Summary
 #
-# * VRD has a direct teacher anchor per modality; XRD only asks the student's two cross relations to agree: both of its distributions contain the student and each is the other's detached target, so it is minimised whenever the two cross relations agree, informative or not (exercise 4.2).
+# * VRD has a direct teacher anchor per modality; XRD only asks the student's two cross relations to agree: both of its distributions contain the student, and each is the other's detached target. Exercise 4.2 asks what that lets through.
 # * What your runs show — computed from the numbers printed above (one seed; whether CLIP-RD beats CLIP-KD in one seed at this budget is close to a coin toss):
 
 # %%
@@ -221,3 +221,17 @@ check("4.3", answer, a_img=a_img, a_txt=a_txt)
 
 # %% tags=["experiment"]
 # your experiment
+
+# %% [markdown]
+# ## Self-check quiz
+#
+# A few questions on this lesson's ideas. Put your answer to each in `quiz_answers` — a letter for a
+# multiple-choice question, a number otherwise — and run the cell: it says whether each answer is right and
+# why, and explains every option (under "Explanation of every option"). The grader reads `quiz_answers`
+# from your notebook.
+
+# %% tags=["quiz-answers"]
+from lab.lessons.quiz import show_quiz
+
+quiz_answers = {"4.q1": None, "4.q2": None, "4.q3": None}
+show_quiz("04", quiz_answers)

@@ -272,3 +272,17 @@ check("5.3", answer, z_hat=z_hat, u_t=u_t)
 
 # %% tags=["experiment"]
 # your experiment
+
+# %% [markdown]
+# ## Self-check quiz
+#
+# A few questions on this lesson's ideas. Put your answer to each in `quiz_answers` — a letter for a
+# multiple-choice question, a number otherwise — and run the cell: it says whether each answer is right and
+# why, and explains every option (under "Explanation of every option"). The grader reads `quiz_answers`
+# from your notebook.
+
+# %% tags=["quiz-answers"]
+from lab.lessons.quiz import show_quiz
+
+quiz_answers = {"5.q1": None, "5.q2": None, "5.q3": None, "5.q4": None}
+show_quiz("05", quiz_answers)

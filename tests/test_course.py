@@ -158,3 +158,80 @@ def test_a_modified_answer_cell_survives_an_update(tmp_path, capsys):
     assert f"changed cell {changed.id}" in out and f"new cell {dropped.id}" in out
     backup = tmp_path / "backup-0.0.1" / path.name
     assert backup.is_file() and "answer = 42" in backup.read_text()
+
+
+# ---------------------------------------------------------------------- self-check quizzes
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_lesson_has_a_quiz_of_three_questions_or_more_with_every_option_explained(path):
+    from lab.lessons import quiz
+
+    questions = quiz.questions(path.stem, NOTEBOOK_DIR)
+    number = int(path.stem[:2])
+    assert len(questions) >= 3
+    for q in questions:
+        assert q["id"].startswith(f"{number}.q") and q["question"].strip()
+        if q.get("kind") == "number":
+            assert q["why"] and q["wrong"] and all(w["why"] for w in q["wrong"]) and q["why_other"]
+        else:
+            assert len(q["options"]) >= 3 and all(o["why"].strip() for o in q["options"])
+            assert sum(o["correct"] for o in q["options"]) == 1
+    nb = nbformat.read(path, as_version=4)
+    cell = _tagged(nb, quiz.ANSWERS_TAG)
+    assert len(cell) == 1 and f'show_quiz("{path.stem[:2]}", quiz_answers)' in cell[0].source
+    assert quiz.answers_from_notebook(nb) == quiz.blank(path.stem)
+    student = editions.student_edition(nb)
+    assert quiz.answers_from_notebook(student) == quiz.blank(path.stem)
+
+
+def test_quiz_grades_the_answers_read_from_a_notebook():
+    from lab.lessons import quiz
+
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    cell = _tagged(nb, quiz.ANSWERS_TAG)[0]
+    cell.source = cell.source.replace('"0.q1": None', '"0.q1": "a"').replace('"0.q2": None', '"0.q2": "B"') \
+        .replace('"0.q3": None', '"0.q3": 66.7')
+    rows = quiz.grade(quiz.answers_from_notebook(nb))
+    assert [(r.question, r.verdict, r.points, r.max_points) for r in rows] == [
+        ("0.q1", "correct", 1, 1), ("0.q2", "wrong", 0, 1), ("0.q3", "wrong", 0, 1)]
+    assert rows[1].why.startswith("No: every objective") and "40 / 60" in rows[2].why
+    assert quiz.grade({"0.q3": 50.2})[2].verdict == "correct"
+    with pytest.raises(Exception, match="names no question 0.q9"):
+        quiz.show_quiz("00", {"0.q9": "A"})
+
+
+def test_a_quiz_renders_in_the_exported_html_offline_in_chromium(tmp_path):
+    """The quiz's output (plain HTML, no JavaScript) in an exported page; MathJax typesets in STIX-Web."""
+    from lab.app import browser
+    from lab.lessons import export, quiz
+
+    if browser.chromium_path() is None:
+        if __import__("os").environ.get("LAB_REQUIRE_BROWSER") == "1":
+            pytest.fail("LAB_REQUIRE_BROWSER=1 but no Chromium installed (Debian: apt-get install chromium).")
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
+    cell = nbformat.v4.new_code_cell("show_quiz('04', quiz_answers)", outputs=[nbformat.v4.new_output(
+        "execute_result", {"text/html": quiz.render_html("04", {"4.q1": "A", "4.q2": "C"}), "text/plain": "quiz"},
+        execution_count=1)])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("## Quiz\n\n$L = \\tfrac12 x^2$"), cell])
+    page = tmp_path / "quiz.html"
+    page.write_text(export.notebook_html(nb), encoding="utf-8")
+    export.copy_mathjax(tmp_path)
+    assert "<script" not in quiz.render_html("04")
+    with browser.browser_page() as tab:
+        missing = []
+        tab.on("requestfailed", lambda request: missing.append(request.url))
+        tab.context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
+                          else (missing.append(route.request.url), route.abort()))
+        tab.goto(page.as_uri())
+        tab.wait_for_function("window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0 && "
+                              "document.querySelectorAll('.MathJax').length >= 1", timeout=60_000)
+        assert tab.locator(".lab-quiz-question").count() == 3
+        assert "Your answer A: correct" in tab.inner_text(".lab-quiz")
+        assert "Your answer C: wrong" in tab.inner_text(".lab-quiz")
+        assert not tab.locator(".lab-quiz details ul").first.is_visible()  # the explanations wait behind a toggle
+        tab.locator(".lab-quiz summary").first.click()
+        assert tab.locator(".lab-quiz details ul").first.is_visible()
+        assert "symmetric KL" in tab.locator(".lab-quiz details").first.inner_text()
+        assert tab.evaluate("MathJax.OutputJax['HTML-CSS'].fontInUse") == "STIX-Web"
+        assert missing == [], missing

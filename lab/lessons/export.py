@@ -3,7 +3,8 @@
 nbconvert's ``lab`` template, plus plotly.js put into the page once (the Altair charts carry their own
 vega bundle, :mod:`lab.lessons.offline`), and without the template's require.js from a CDN. Equations are
 typeset by MathJax 2 from the ``mathjax/`` folder written beside the pages (the static files the
-``jupyter-server-mathjax`` package ships), so a page needs no network for its figures or its maths.
+``jupyter-server-mathjax`` package ships, in their STIX-Web font: the only one it ships), so a page needs no
+network for its figures or its maths.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from lab.lessons import offline
 
 MATHJAX_DIR = "mathjax"  # beside the exported pages
 MATHJAX_URL = f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+# jupyter-server-mathjax ships MathJax 2's STIX-Web fonts only: without this, MathJax asks for its default TeX
+# fonts (fonts/TeX/fontdata.js, a 404 offline) and falls back to a small, wrong font
+MATHJAX_FONT = ('<script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": {availableFonts: ["STIX-Web"], '
+                'preferredFont: "STIX-Web", webFont: "STIX-Web", imageFont: null}});</script>\n')
 REQUIRE_JS = re.compile(r'<script src="https://cdnjs\.cloudflare\.com/ajax/libs/require\.js/[^"]*"></script>\n?')
 
 
@@ -41,6 +46,7 @@ def notebook_html(notebook) -> str:
     notebook.metadata.pop("widgets", None)  # the sliders' state: static HTML cannot run them (and would load a CDN)
     body, _ = HTMLExporter(template_name="lab", mathjax_url=MATHJAX_URL).from_notebook_node(notebook)
     body = REQUIRE_JS.sub("", body)
+    body = body.replace("<!-- Load mathjax -->", MATHJAX_FONT + "<!-- Load mathjax -->", 1)
     if "lab-plotly" in body:
         body = body.replace("</head>", offline.plotly_bundle() + "\n</head>", 1)
     return body

@@ -170,6 +170,7 @@ def write_pack(out: Path, preset: str = "cpu", runs_dir: Path | None = None, exe
     out.mkdir(parents=True, exist_ok=True)
     build_wheel(out / "wheelhouse")
     editions.write_edition("student", out / "lessons")
+    shutil.copytree(NOTEBOOK_DIR / "quizzes", out / "lessons" / "quizzes")
     htmls = _executed_student(executed, preset, runs_dir)
     export.copy_mathjax(out / "html")
     for name, notebook in htmls.items():
@@ -189,6 +190,7 @@ def write_pack(out: Path, preset: str = "cpu", runs_dir: Path | None = None, exe
 def write_solutions_edition(out: Path) -> list[Path]:
     """The lessons with their reference solutions and instructor notes, for self-learners (explicit)."""
     written = editions.write_edition("instructor", Path(out))
+    shutil.copytree(NOTEBOOK_DIR / "quizzes", Path(out) / "quizzes", dirs_exist_ok=True)
     for path in written:
         notebook = nbformat.read(path, as_version=4)
         notebook.metadata["lab_edition"] = "solutions"

@@ -67,6 +67,7 @@ def update(old_dir: Path, folder: Path = NOTEBOOK_DIR) -> list[str]:
     if not old_dir.is_dir():
         raise LabError(f"No lesson folder at {old_dir}; give the folder that holds your NN_*.ipynb notebooks.")
     lines = []
+    shutil.copytree(Path(folder) / "quizzes", old_dir / "quizzes", dirs_exist_ok=True)  # the quizzes' data: no answers
     for path in editions.lesson_notebooks(folder):
         new = editions.student_edition(nbformat.read(path, as_version=4))
         target = old_dir / path.name
