@@ -60,5 +60,10 @@ student-pack: $(STAMP)
 	rm -rf runs/student-pack
 	$(PY) -m lab lessons student-pack runs/student-pack --preset cpu --runs-pack runs/lessons-cpu.tar.gz
 
+## make site: the docs and the lessons as one offline static site in runs/site/ (strict build; the student edition,
+## with the executed cpu-preset outputs when runs/lessons/executed-cpu exists). View: python -m http.server -d runs/site
+site: $(STAMP)
+	$(PY) -m lab lessons site runs/site $(if $(wildcard runs/lessons/executed-cpu/00_*.ipynb),--executed runs/lessons/executed-cpu)
+
 clean-runs:
 	rm -rf runs

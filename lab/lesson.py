@@ -29,8 +29,9 @@ import torch.nn.functional as F
 
 from lab import runs
 from lab.errors import LabError
+from lab.paths import LESSON_RUNS
 
-DEFAULT_RUNS_DIR = Path(__file__).resolve().parents[1] / "runs" / "lessons"
+DEFAULT_RUNS_DIR = LESSON_RUNS  # runs/lessons of the checkout (~/lab-runs when lab is installed from its wheel)
 GPU_TEACHER = "ViT-B-32:openai"
 PROBE_ITEMS = 128  # test items per style the probe scores at each evaluation point (the final evaluation: all)
 

@@ -11,4 +11,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 REPO_DATA = PACKAGE.parent / "data"
 WHEEL_DATA = PACKAGE / "_data"
-DATA_DIR = REPO_DATA if REPO_DATA.is_dir() else WHEEL_DATA
+CHECKOUT = REPO_DATA.is_dir()
+DATA_DIR = REPO_DATA if CHECKOUT else WHEEL_DATA
+# the lessons' runs when LAB_RUNS_DIR is unset: runs/lessons of the checkout; from the wheel, ~/lab-runs (where
+# the student pack's README unpacks the runs pack), never inside site-packages
+LESSON_RUNS = PACKAGE.parent / "runs" / "lessons" if CHECKOUT else Path.home() / "lab-runs"

@@ -120,7 +120,7 @@ def test_student_pack_installs_in_a_fresh_venv_and_a_lesson_starts(student_pack,
     (venv_site / "shared-deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     wheel = next((student_pack / "wheelhouse").glob("*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-index",
-                    "--no-deps", str(wheel)], check=True)
+                    "--no-deps", "--no-compile", str(wheel)], check=True)
     nb = nbformat.read(student_pack / "lessons" / "00_tour.ipynb", as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     first = code[:next(i for i, c in enumerate(code) if "one_batch()" in c) + 1]
@@ -132,6 +132,7 @@ def test_student_pack_installs_in_a_fresh_venv_and_a_lesson_starts(student_pack,
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"LAB FROM {venv_site}" in done.stdout, done.stdout[-500:]
     assert "BATCH (16, " in done.stdout
+    assert f"runs in {tmp_path / 'runs'}" in done.stdout  # LAB_RUNS_DIR, as the pack's README says
 
 
 def test_a_modified_answer_cell_survives_an_update(tmp_path, capsys):
@@ -220,8 +221,8 @@ def test_a_quiz_renders_in_the_exported_html_offline_in_chromium(tmp_path):
     assert "<script" not in quiz.render_html("04")
     with browser.browser_page() as tab:
         missing = []
-        tab.on("requestfailed", lambda request: missing.append(request.url))
-        tab.context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
+        tab.on("requestfailed", lambda request: None if request.url.startswith("about:") else missing.append(request.url))
+        tab.context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:", "about:"))
                           else (missing.append(route.request.url), route.abort()))
         tab.goto(page.as_uri())
         tab.wait_for_function("window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0 && "
@@ -232,6 +233,97 @@ def test_a_quiz_renders_in_the_exported_html_offline_in_chromium(tmp_path):
         assert not tab.locator(".lab-quiz details ul").first.is_visible()  # the explanations wait behind a toggle
         tab.locator(".lab-quiz summary").first.click()
         assert tab.locator(".lab-quiz details ul").first.is_visible()
-        assert "symmetric KL" in tab.locator(".lab-quiz details").first.inner_text()
+        assert "both orders" in tab.locator(".lab-quiz details").first.inner_text()
         assert tab.evaluate("MathJax.OutputJax['HTML-CSS'].fontInUse") == "STIX-Web"
         assert missing == [], missing
+
+
+# ---------------------------------------------------------------------- one offline site
+
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory):
+    from lab.cli import main
+
+    out = tmp_path_factory.mktemp("site") / "site"
+    assert main(["lessons", "site", str(out)]) == 0  # strict: any warning fails the build
+    return out
+
+
+def _site_pages(site_dir: Path) -> list[Path]:
+    return sorted(p for p in site_dir.rglob("*.html") if "assets" not in p.relative_to(site_dir).parts)
+
+
+def test_site_has_a_page_per_lesson_and_every_internal_link_resolves(built_site):
+    pages = _site_pages(built_site)
+    for path in NOTEBOOKS:
+        assert (built_site / "notebooks" / f"{path.stem}.html").is_file(), path.stem
+    for page in ("index.html", "docs/methods.html", "docs/results.html", "notebooks/INSTRUCTORS.html",
+                 "benchmarks/index.html"):
+        assert (built_site / page).is_file(), page
+    broken = []
+    for page in pages:
+        if page.name == "404.html":  # served for any missing path, so its links are root-absolute
+            continue
+        text = page.read_text("utf-8", "ignore")
+        for target in re.findall(r'(?:href|src)="([^"#?]+)(?:[#?][^"]*)?"', text):
+            if re.match(r"^[a-z]+:", target) or target.startswith("//"):
+                continue
+            if not (page.parent / target).resolve().exists():
+                broken.append(f"{page.relative_to(built_site)} → {target}")
+    assert broken == []
+    external = [(p.name, u) for p in pages for u in re.findall(r'<(?:script|link|img)[^>]*(?:src|href)="(https?://[^"]+)"',
+                                                               p.read_text("utf-8", "ignore"))]
+    assert external == []  # nothing loaded from the network at view time
+
+
+def test_student_site_holds_no_solution_and_no_instructor_note(built_site):
+    needles = _secrets()
+    for page in _site_pages(built_site):
+        text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text("utf-8", "ignore")))
+        for needle in needles:
+            if needle in text and page.name != "INSTRUCTORS.html":
+                raise AssertionError(f"{needle!r} (instructor source) is in {page.relative_to(built_site)}")
+
+
+def test_site_offline_in_chromium_lessons_equations_plot_and_search(built_site):
+    import functools
+    import http.server
+    import threading
+
+    from lab.app import browser
+
+    if browser.chromium_path() is None:
+        if __import__("os").environ.get("LAB_REQUIRE_BROWSER") == "1":
+            pytest.fail("LAB_REQUIRE_BROWSER=1 but no Chromium installed (Debian: apt-get install chromium).")
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(built_site))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with browser.browser_page() as tab:
+            blocked = []
+            tab.context.route("**/*", lambda route: route.continue_() if route.request.url.startswith((base, "data:", "blob:"))
+                              else (blocked.append(route.request.url), route.abort()))
+            tab.goto(f"{base}/index.html")
+            links = tab.evaluate("[...document.querySelectorAll('nav a')].map(a => a.href)")
+            for path in NOTEBOOKS:
+                link = next((u for u in links if u.endswith(f"notebooks/{path.stem}.html")), None)
+                assert link, f"no lesson page {path.stem} in the site's navigation"
+                response = tab.request.get(link)
+                assert response.ok and "Exercise" in response.text()
+            tab.goto(f"{base}/docs/methods.html")
+            tab.wait_for_function("window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0 && "
+                                  "document.querySelectorAll('.MathJax, .MathJax_Display').length >= 10", timeout=60_000)
+            body = tab.inner_text("article")
+            assert "\\frac" not in body and "\\lVert" not in body and "Math Processing Error" not in body
+            assert tab.evaluate("MathJax.OutputJax['HTML-CSS'].fontInUse") == "STIX-Web"
+            tab.wait_for_function("document.querySelectorAll('.lab-plotly .main-svg').length >= 1", timeout=60_000)
+            tab.locator("label.md-search__icon, .md-search__input").first.click()
+            tab.fill(".md-search__input", "distillation")
+            tab.wait_for_function("document.querySelectorAll('.md-search-result__item').length >= 1", timeout=60_000)
+            assert blocked == [], blocked
+    finally:
+        server.shutdown()

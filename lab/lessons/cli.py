@@ -39,6 +39,10 @@ def add_commands(sub) -> None:
     q.add_argument("out", help="folder to write the notebooks into")
     q = actions.add_parser("update", help="bring a student's lesson folder to this release, keeping the answers")
     q.add_argument("old_dir", help="the student's folder of lesson notebooks")
+    q = actions.add_parser("site", help="the docs and the lessons as one offline static site (mkdocs --strict)")
+    q.add_argument("out", help="folder for the built site (its sources are staged beside it, in OUT-src)")
+    q.add_argument("--edition", default="student", choices=("student", "instructor"))
+    q.add_argument("--executed", default="", help="a folder of executed lessons whose outputs the pages show")
     q = actions.add_parser("unpack", help="unpack a runs pack; then set LAB_RUNS_DIR to the folder")
     q.add_argument("archive")
     q.add_argument("runs_dir")
@@ -93,6 +97,11 @@ def _cmd_lessons(args) -> int:
 
         for line in update.update(Path(args.old_dir)):
             print(line)
+    elif args.action == "site":
+        from lab.lessons import site
+
+        out = site.build(Path(args.out), args.edition, Path(args.executed) if args.executed else None)
+        print(f"built the site in {out}; serve it with `python -m http.server -d {out}` (search needs http)")
     elif args.action == "unpack":
         presets = pack.unpack(Path(args.archive), Path(args.runs_dir))
         print(f"unpacked {', '.join(presets)} into {args.runs_dir}; now: export LAB_RUNS_DIR={args.runs_dir}")
