@@ -82,6 +82,13 @@ def _lesson_notebook(path: Path, edition: str, executed: Path | None):
     notebook = nbformat.read(source, as_version=4)
     if edition == "student":
         notebook = editions.student_edition(notebook)
+        # executed copies are of the instructor edition: from the exercises on, their outputs (the checks'
+        # verdicts, what the reference answers printed) stay out of the student site
+        exercises = next((i for i, c in enumerate(notebook.cells)
+                          if c.cell_type == "markdown" and c.source.strip().startswith("## Exercises")), len(notebook.cells))
+        for cell in notebook.cells[exercises:]:
+            if cell.cell_type == "code":
+                cell.outputs, cell.execution_count = [], None
     notebook.metadata.pop("widgets", None)  # static pages cannot run the sliders (their state would load a CDN)
     if any("lab-plotly" in str(o.get("data", {}).get("text/html", "")) for c in notebook.cells
            if c.cell_type == "code" for o in c.outputs):  # plotly.js for its figures (in notebooks/, so ../assets)
