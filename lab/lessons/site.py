@@ -87,7 +87,7 @@ def _lesson_notebook(path: Path, edition: str, executed: Path | None):
         exercises = next((i for i, c in enumerate(notebook.cells)
                           if c.cell_type == "markdown" and c.source.strip().startswith("## Exercises")), len(notebook.cells))
         for cell in notebook.cells[exercises:]:
-            if cell.cell_type == "code":
+            if cell.cell_type == "code" and "quiz-answers" not in cell.metadata.get("tags", []):  # the quiz stays
                 cell.outputs, cell.execution_count = [], None
     notebook.metadata.pop("widgets", None)  # static pages cannot run the sliders (their state would load a CDN)
     if any("lab-plotly" in str(o.get("data", {}).get("text/html", "")) for c in notebook.cells
