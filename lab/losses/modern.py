@@ -48,7 +48,7 @@ def _blocks(x: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 def ensemble_targets(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], scales: Sequence[float] | float,
                      biases: Sequence[float] | None = None, average_after_softmax: bool = True) -> torch.Tensor:
-    """Row targets of an M-teacher ensemble for the similarities a → b (MobileCLIP, CVPR 2024 §3.2;
+    """Row targets of an M-teacher ensemble for the similarities a → b (MobileCLIP, CVPR 2024 §3;
     ``DistillClipLoss.get_logits_ensemble`` / ``dist_loss`` in ml-mobileclip's ``open_clip_v2.patch``).
 
     ``a``, ``b``: one (N, D_m) normalised block per teacher (the patch slices one concatenated
@@ -91,13 +91,13 @@ def ensemble_kd_loss(v_s, t_s, s_s, v_t, t_t, scales, biases=None, average_after
 
 def dr_clip_loss(v_s, t_s, s_s, v_t, t_t, scales, syn_t_s=None, syn_t_t=None, weights=(0.0, 1.0),
                  average_after_softmax: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """MobileCLIP's multi-modal reinforced training loss (CVPR 2024 §3.2, Eq. 2; ``DRClipLoss``):
+    """MobileCLIP's multi-modal reinforced training loss (CVPR 2024 §3; ``DRClipLoss``):
 
         contrastive = λ_c · Σ_{c ∈ {gt, syn}} L_clip(v_s, t_s^c)
         distill     = λ_kd · Σ_{c ∈ {gt, syn}} ½[H(P_c^{I→T}, softmax(S_c)) + H(P_c^{T→I}, softmax(S_cᵀ))]
 
     with ``(λ_c, λ_kd) = weights`` (``--distill-loss-weights``; every released script: 0 1, pure KD;
-    the paper writes (1−λ)·L_CLIP + λ·L_KD and reports λ = 1 as the default). Without synthetic
+    the research notes transcribe the paper's (1−λ)·L_CLIP + λ·L_KD). Without synthetic
     captions only the gt terms. Returns (contrastive, distill), as the patch does.
     """
     contrastive = clip_loss(v_s, t_s, s_s)
@@ -159,7 +159,7 @@ def _dime_logits(x, y):
 
 
 def dime_vl_loss(v_s, v_t, t_t, temperature: float = DIME_CONSTANTS["t_vl"]) -> torch.Tensor:
-    """DIME-FM's VL-KD (Sun et al., ICCV 2023, §3.2; ``get_loss`` in Training/utils/utils.py):
+    """DIME-FM's VL-KD (Sun et al., ICCV 2023, §3; ``get_loss`` in Training/utils/utils.py):
 
         L_VL = KL_T(softmax(100 v_T t_Tᵀ) ‖ softmax(100 v_S t_Tᵀ)) + KL_T(·ᵀ ‖ ·ᵀ),  T = 1
 
@@ -172,7 +172,7 @@ def dime_vl_loss(v_s, v_t, t_t, temperature: float = DIME_CONSTANTS["t_vl"]) -> 
 
 
 def dime_pvl_loss(v_s, v_t, temperature: float = DIME_CONSTANTS["t_pvl"]) -> torch.Tensor:
-    """DIME-FM's P-VL (pseudo-VL) loss (§3.3): the batch's teacher image features act as pseudo-texts,
+    """DIME-FM's P-VL (pseudo-VL) loss (§3): the batch's teacher image features act as pseudo-texts,
 
         L_PVL = 2 · KL_T(softmax(100 v_T v_Tᵀ) ‖ softmax(100 v_S v_Tᵀ)),  T = 3
 
