@@ -76,3 +76,11 @@ def test_captioner_rates_and_phrasing():
     assert 0.03 < wrong_shape < 0.08  # shape is wrong in half of the 10% errors
     assert 0.17 < no_colour < 0.30  # dropped (20%) or replaced (5%)
     assert synthetic_captions(items.factors) == synthetic_captions(items.factors)  # deterministic per item
+
+
+def test_task_weight_setting_and_its_conflict():
+    e = embeddings()
+    assert Objective("mobileclip", 6, 5, task_weight=0.0)(e)["task"].item() == 0.0
+    assert Objective("mobileclip", 6, 5, task_weight=0.0).formula() == "L = 0·task + 1·mobileclip"
+    with pytest.raises(LabError, match="task weight is given twice"):
+        Objective("mobileclip", 6, 5, "task=0", task_weight=0.5)

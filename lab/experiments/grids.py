@@ -49,7 +49,7 @@ SECOND_TEACHER = "shipped"
 def _modern_grid() -> list[Row]:
     """Modern recipes (docs/methods-modern.md): open_clip's distill, MobileCLIP (published λ = pure KD, and the
     lab's harmonised task + KD), ± synthetic captions, 1 and 2 teachers, the SigLIP variant, DIME-FM."""
-    pub, two = ("weights=task=0",), (f"teacher=shipped,{SECOND_TEACHER}",)
+    pub, two = ("task_weight=0",), (f"teacher=shipped,{SECOND_TEACHER}",)
     syn = ("synthetic=both",)
     return [NO_KD, CLIPKD, Row("open_clip DistillClipLoss", "openclip"),
             Row("MobileCLIP, 1 teacher (published: contrastive 0, KD 1)", "mobileclip", pub, "pub"),

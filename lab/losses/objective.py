@@ -223,7 +223,7 @@ class Objective(nn.Module):
     def __init__(self, terms: str | list[str], student_dim: int, teacher_dim: int,
                  weights: str | dict | None = None, variant: str = "paper",
                  variants: dict[str, str] | None = None, projection_point: str = "after",
-                 distill_scale: str = "100", ensemble_average: str = "softmax"):
+                 distill_scale: str = "100", ensemble_average: str = "softmax", task_weight: float = 1.0):
         super().__init__()
         if ensemble_average not in ENSEMBLE_AVERAGES:
             raise LabError(f"Unknown ensemble_average '{ensemble_average}'; choose one of: {', '.join(ENSEMBLE_AVERAGES)}.")
@@ -237,7 +237,9 @@ class Objective(nn.Module):
         self.variant, self.variants = variant, dict(variants or {})
         given = parse_weights(weights)
         # ``task=0`` switches CLIP's loss off: MobileCLIP's published λ (weights 0 1) and DIME-FM's pure KD.
-        self.task_weight = given.pop("task", 1.0)
+        if "task" in given and task_weight != 1.0:
+            raise LabError("The task weight is given twice (weights=task=… and task_weight=…); give it once.")
+        self.task_weight = given.pop("task", task_weight)
         for name in given:
             if name not in self.names:
                 raise LabError(f"A weight is given for '{name}', which is not in the objective "

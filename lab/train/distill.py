@@ -67,6 +67,7 @@ class DistillConfig:
     teacher_mode: str = "cache"
     cache_dir: str = ""  # default: <runs_dir>/.cache/teacher
     # Modern recipes (lab.losses.modern; docs/methods-modern.md). ``teacher=shipped,OTHER`` is an ensemble.
+    task_weight: float = 1.0  # CLIP's loss on the student; 0 = MobileCLIP's published pure KD, DIME-FM's official reading
     distill_scale: str = "100"  # the ensemble's logit scales: one, one per teacher, or "own" (MobileCLIP: 100)
     ensemble_average: str = "softmax"  # or concat: one softmax over concatenated features (no --distill-average-after-softmax)
     synthetic: str = "off"  # MobileCLIP's synthetic captions: off, both (gt + syn terms) or mix (one, drawn)
@@ -198,7 +199,8 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     teacher_names = [t.strip() for t in cfg.teacher.split(",") if t.strip()]
     if not teacher_names:
         raise LabError("teacher is empty; name one (shipped) or an ensemble (shipped,runs/OTHER).")
-    objective_probe = Objective(cfg.loss, 1, 1, cfg.weights, cfg.variant, ensemble_average=cfg.ensemble_average)
+    objective_probe = Objective(cfg.loss, 1, 1, cfg.weights, cfg.variant, ensemble_average=cfg.ensemble_average,
+                                task_weight=cfg.task_weight)  # bad names and weights, before any model loads
     if len(teacher_names) > 1 and not any(n in ("mobileclip", "siglipkd") for n in objective_probe.names):
         raise LabError(f"An ensemble of {len(teacher_names)} teachers needs an ensemble term (--loss mobileclip or "
                        f"siglipkd); the other terms read one teacher.")
@@ -214,7 +216,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     others = [zoo.load_teacher(name, str(device)) for name in teacher_names[1:]]
     objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant,
                           projection_point=cfg.projection, distill_scale=cfg.distill_scale,
-                          ensemble_average=cfg.ensemble_average).to(device)
+                          ensemble_average=cfg.ensemble_average, task_weight=cfg.task_weight).to(device)
     dist.broadcast_from_main([student.model, objective], ctx)
     if ctx.enabled:
         seed_everything(cfg.train.seed + ctx.rank)  # per-rank streams for anything random inside a step
