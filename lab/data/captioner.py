@@ -57,3 +57,40 @@ def synthetic_captions(factors: dict[str, np.ndarray], seed: int = 0, drop: floa
                          "real data brings its own synthetic captions (DataCompDR's syn.json).")
     return [synthetic_caption(factors, i, int(factors["index"][i]), seed, drop, wrong)
             for i in range(len(factors["index"]))]
+
+
+def factors_from_caption(caption: str) -> dict[str, np.ndarray] | None:
+    """ShapesWorld's factors named in a caption (colour, shape; size and position when present), or None when
+    it names no colour and shape — the captioner's input for plain shards, which store only image and text."""
+    text = caption.lower()
+    colour = next((i for i, c in enumerate(COLOUR_NAMES) if c in text.split() or f"{c} " in text), None)
+    shape = next((i for i, s in enumerate(SHAPES) if s in text), None)
+    if shape is None:
+        return None
+    size = next((i for i, s in enumerate(SIZES) if f"{s} " in text), None)
+    position = next((i for i, p in sorted(enumerate(POSITION_PHRASES), key=lambda x: -len(x[1])) if p in text), None)
+    return {"colour": colour, "shape": shape, "size": size, "position": position}
+
+
+def caption_from_caption(caption: str, key: str, seed: int = 0, drop: float = 0.2, wrong: float = 0.1) -> str:
+    """A synthetic caption of a ShapesWorld image known only by its caption (shards): the facts the caption
+    states, re-phrased, with the captioner's errors; a caption it cannot read is returned re-phrased only."""
+    from lab.data.shards import stable_hash
+
+    f = factors_from_caption(caption)
+    if f is None:
+        return f"an image showing {caption.rstrip('.')}."
+    known = {k: v for k, v in f.items() if v is not None}
+    rng = np.random.default_rng([seed, 7919, stable_hash(key) % (2**31)])
+    u_drop, u_wrong, u_which, u_phrase = rng.random(4), rng.random(), rng.random(), rng.random()
+    colour, shape = known.get("colour"), known["shape"]
+    if u_wrong < wrong:
+        if u_which < 0.5 and colour is not None:
+            colour = (colour + 1 + int(rng.integers(len(COLOUR_NAMES) - 1))) % len(COLOUR_NAMES)
+        else:
+            shape = (shape + 1 + int(rng.integers(len(SHAPES) - 1))) % len(SHAPES)
+    words = [SIZES[known["size"]] if "size" in known and u_drop[0] >= drop else "",
+             COLOUR_NAMES[colour] if colour is not None and u_drop[1] >= drop else "", SHAPES[shape]]
+    where = f" {POSITION_PHRASES[known['position']]}" if "position" in known and u_drop[2] >= drop else ""
+    text = _PHRASINGS[int(u_phrase * len(_PHRASINGS))].format(body=" ".join(w for w in words if w), where=where)
+    return _article(text)
