@@ -14,7 +14,7 @@ from lab.cli import main
 from lab.data.shards import decode_image, read_shard, shapes_shards
 from lab.models import zoo
 
-ITEMS, PER_SHARD = 24, 12
+ITEMS, PER_SHARD = 8, 8
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_distill_from_reinforced_shards_never_runs_a_teacher(reinforced, tmp_pat
     monkeypatch.setattr(zoo, "load_teacher", watched)
     args = ["distill", "--loss", "mobileclip", "--name", "dr", "--runs-dir", str(tmp_path),
             f"data.source={reinforced}", "data.image_size=32", "data.shuffle_buffer=4", "synthetic=both",
-            "task_weight=0", "train.steps=2", "train.batch_size=8", "train.warmup=1", "train.log_every=1",
+            "task_weight=0", "train.steps=1", "train.batch_size=8", "train.warmup=1", "train.log_every=1",
             "eval.per_style=0", "train.eval_every=0"]
     assert main(args) == 0
     assert calls == []

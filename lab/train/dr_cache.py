@@ -37,7 +37,7 @@ def _embed(teachers, images: np.ndarray | None, texts: list[str] | None) -> np.n
 
 def reinforce_shards(teachers, names: list[str], shards: list[Path], augmentation: Augmentation, image_size: int,
                      out: Path, synthetic: int = 1, drop: float = 0.2, wrong: float = 0.1, corrupt: str = "skip",
-                     progress=lambda message: None) -> dict:
+                     batch_size: int = 256, progress=lambda message: None) -> dict:
     """Write the reinforced copy of every shard into ``out``; returns counts."""
     k = crops_per_image(augmentation)
     if augmentation.kind != "crop":
@@ -56,18 +56,26 @@ def reinforce_shards(teachers, names: list[str], shards: list[Path], augmentatio
     for shard in shards:
         target = out / shard.name
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        writer = wds.TarWriter(str(tmp))
+        samples = []  # one shard at a time: every crop and caption embedded in batches of ``batch_size``
         for raw in read_shard(shard, corrupt, stats["problems"]):
             boxes, crops = decode_crops(raw["image"], image_size, lambda w, h, key=raw["key"]: np.stack(
                 [augmentation.params(key, i, w, h) for i in range(k)]))
             syn = [caption_from_caption(raw["caption"], f"{raw['key']}/{j}", augmentation.seed, drop, wrong)
                    for j in range(synthetic)]
-            image_emb = _embed(teachers, np.stack(crops), None)
-            text_emb = _embed(teachers, None, [raw["caption"], *syn])
+            samples.append((raw, boxes, crops, syn))
+        images = np.stack([c for _, _, crops, _ in samples for c in crops]) if samples else None
+        texts = [t for raw, _, _, syn in samples for t in (raw["caption"], *syn)]
+        image_emb = np.concatenate([_embed(teachers, images[i:i + batch_size], None)
+                                    for i in range(0, len(samples) * k, batch_size)]) if samples else None
+        text_emb = np.concatenate([_embed(teachers, None, texts[i:i + batch_size])
+                                   for i in range(0, len(texts), batch_size)]) if samples else None
+        writer = wds.TarWriter(str(tmp))
+        for n, (raw, boxes, _, syn) in enumerate(samples):
             ext = raw["member"].rsplit(".", 1)[1]
+            t = text_emb[n * (1 + synthetic):(n + 1) * (1 + synthetic)]
             writer.write({"__key__": raw["key"], ext: raw["image"], "txt": raw["caption"],
-                          **dr.members(raw["key"], boxes, augmentation.flip, image_emb, text_emb[0], syn,
-                                       text_emb[1:], dims, scales)})
+                          **dr.members(raw["key"], boxes, augmentation.flip, image_emb[n * k:(n + 1) * k], t[0], syn,
+                                       t[1:], dims, scales)})
             stats["samples"] += 1
             stats["crops"] += k
         writer.close()
@@ -96,4 +104,4 @@ def run(cfg, out: str, synthetic: int = 1, progress=print) -> dict:
     device = str(resolve_device(cfg.device))
     teachers = [load_teacher(name, device) for name in names]
     return reinforce_shards(teachers, names, shards, augmentation, cfg.data.image_size, Path(out), synthetic,
-                            corrupt=cfg.data.corrupt, progress=progress)
+                            corrupt=cfg.data.corrupt, batch_size=cfg.batch_size, progress=progress)
