@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="", help="also write the benchmark records to this JSON file")
 
     p = sub.add_parser("sweep", help="train a named ablation grid over seeds (resumable) and write its tables")
-    p.add_argument("--grid", required=True, help="clipkd, cliprd, core, comkd or promptkd-vs-comkd")
+    p.add_argument("--grid", required=True, help="clipkd, cliprd, core, comkd, promptkd-vs-comkd or modern")
     p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0 … K-1 (default 1)")
     p.add_argument("--scale", default="full", help="full (default), demo (minutes per grid) or fast (seconds per run)")
     p.add_argument("--fast", action="store_true", help="same as --scale fast (tests and smoke checks)")
@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the shards: a brace pattern, a folder of .tar files or a list file")
     p.add_argument("--augmentations", type=int, default=4,
                    help="K crops per image (open_clip's RandomResizedCrop); 0: one centre crop, no augmentation")
+    p.add_argument("--layout", choices=("lab", "datacompdr"), default="lab",
+                   help="lab: a .safetensors file beside each shard; datacompdr: new shards in DataCompDR's layout "
+                        "(MobileCLIP's reinforced data; --teacher may be an ensemble A,B) written to --out")
+    p.add_argument("--out", default="", help="with --layout datacompdr: the folder for the reinforced shards")
+    p.add_argument("--synthetic", type=int, default=1,
+                   help="with --layout datacompdr: synthetic captions per image (ShapesWorld's captioner)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="e.g. data.image_size=224 data.crop_scale=0.9,1.0 data.flip=true data.workers=4 batch_size=256")
 
@@ -474,6 +480,13 @@ def _cmd_cache_teacher(args) -> int:
     crops = {"data.augment": "crop", "data.augmentations": args.augmentations} if args.augmentations else {}
     cfg = apply_overrides(apply_overrides(CacheTeacherConfig(), {"teacher": args.teacher, "data.source": args.data,
                                                                  **crops}), args.overrides)
+    if args.layout == "datacompdr":
+        from lab.train import dr_cache
+
+        stats = dr_cache.run(cfg, args.out, args.synthetic, progress=lambda msg: print(msg, file=sys.stderr))
+        print(f"reinforced {stats['samples']} samples ({stats['crops']} crops, {args.synthetic} synthetic captions "
+              f"each) of {stats['shards']} shards into {args.out} (DataCompDR layout)")
+        return 0
     stats = run(cfg, progress=lambda msg: print(msg, file=sys.stderr))
     if _main_process():
         print(f"cached {stats['samples']} samples ({stats['crops']} crops) of {stats['shards']} shards "

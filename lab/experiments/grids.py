@@ -40,6 +40,28 @@ class PromptRow:
 
 NO_KD = Row("no KD (task only)")
 CLIPKD = Row("FD+ICL+CRD (CLIP-KD)", "crd+icl+fd")
+# The ensemble's second member in the `modern` grid. STAND-IN: the repository ships one ShapesWorld teacher, so
+# the second member is that same teacher again — an ensemble of two identical members, which exercises the
+# code path but equals the 1-teacher row. Point this at a second shipped teacher (issue 32) once it exists.
+SECOND_TEACHER = "shipped"
+
+
+def _modern_grid() -> list[Row]:
+    """Modern recipes (docs/methods-modern.md): open_clip's distill, MobileCLIP (published λ = pure KD, and the
+    lab's harmonised task + KD), ± synthetic captions, 1 and 2 teachers, the SigLIP variant, DIME-FM."""
+    pub, two = ("task_weight=0",), (f"teacher=shipped,{SECOND_TEACHER}",)
+    syn = ("synthetic=both",)
+    return [NO_KD, CLIPKD, Row("open_clip DistillClipLoss", "openclip"),
+            Row("MobileCLIP, 1 teacher (published: contrastive 0, KD 1)", "mobileclip", pub, "pub"),
+            Row("MobileCLIP, 1 teacher (lab's harmonised: task 1 + KD 1)", "mobileclip"),
+            Row("MobileCLIP, 1 teacher + synthetic captions (published)", "mobileclip", (*pub, *syn), "pub-syn"),
+            Row("MobileCLIP, 1 teacher + synthetic captions (harmonised)", "mobileclip", syn, "syn"),
+            Row("MobileCLIP, 2 teachers [stand-in 2nd] (published)", "mobileclip", (*pub, *two), "2t-pub"),
+            Row("MobileCLIP, 2 teachers [stand-in 2nd] + synthetic (published)", "mobileclip", (*pub, *two, *syn),
+                "2t-pub-syn"),
+            Row("MobileCLIP2 SigLIP variant (published: KD only)", "siglipkd", pub, "pub"),
+            Row("DIME-FM VL+P-VL, unpaired texts (lab's two-tower extension: + task)", "dimevl+dimepvl",
+                ("unpaired=true",), "2tower")]
 
 
 def _comkd_grid() -> list[PromptRow]:
@@ -85,6 +107,8 @@ GRIDS: dict[str, list] = {
     "comkd": _comkd_grid(),
     # The headline pair alone (the same runs as comkd's first two rows), for a many-seed paired comparison.
     "promptkd-vs-comkd": _comkd_grid()[:2],
+    # open_clip's distill, MobileCLIP's reinforced KD (ensembles, synthetic captions, SigLIP variant), DIME-FM.
+    "modern": _modern_grid(),
 }
 # The papers' published number beside a row (lab.experiments.papers; sources in data/papers/SOURCES.md): the authors'
 # result on real data, shown in its own labelled column and never mixed into the lab's columns.
@@ -121,6 +145,14 @@ PAPER_REFERENCES: dict[str, dict[str, tuple[str, str, dict]]] = {  # grid -> row
 }
 
 PAPER_REFERENCES["core"] = PAPER_REFERENCES["clipkd"]
+_MOBILECLIP_S0 = ("MobileCLIP-S0 (README), ImageNet top-1", "modern_table",
+                  {"model": "MobileCLIP-S0", "metric": "imagenet"})
+PAPER_REFERENCES["modern"] = {
+    **{slug: PAPER_REFERENCES["clipkd"][slug] for slug in ("nokd", "kd-crd+icl+fd")},
+    "kd-mobileclip-2t-pub-syn": _MOBILECLIP_S0,  # the full recipe: ensemble + synthetic captions, pure KD
+    "kd-dimevl+dimepvl-2tower": ("DIME-FM ViT-B/32 (README), ImageNet top-1", "modern_table",
+                                 {"model": "Distill-ViT-B/32", "metric": "imagenet"}),
+}
 PAPER_REFERENCES["promptkd-vs-comkd"] = PAPER_REFERENCES["comkd"]
 
 

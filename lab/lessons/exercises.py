@@ -169,6 +169,30 @@ def _(x, xt):
     return alignment(x, xt)
 
 
+# ---------------------------------------------------------------------- 07 modern recipes
+
+def _modern():
+    from lab.losses import modern
+
+    return modern
+
+
+@exercise("7.1", "open_clip distill minus CRD official: the teacher's entropy")
+def _(v_s, t_s, s_s, v_t, t_t, s_t):
+    return (_modern().openclip_distill_loss(v_s, t_s, s_s, v_t, t_t, s_t)
+            - _functional().crd_loss(v_s, t_s, s_s, v_t, t_t, s_t, "official"))
+
+
+@exercise("7.2", "an ensemble's target without average-after-softmax")
+def _(v_t, t_t, v_2, t_2):
+    return _modern().ensemble_targets([v_t, v_2], [t_t, t_2], 100.0, average_after_softmax=False)
+
+
+@exercise("7.3", "the SigLIP target of one teacher")
+def _(v_t, t_t):
+    return _modern().ensemble_sigmoid_targets([v_t], [t_t], [10.0])
+
+
 def expected(number: str, **inputs):
     """Exercise ``number``'s expected value for ``inputs`` (what its check compares the answer with)."""
     return EXERCISES[number].expected(**inputs)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from lab.config import apply_overrides, to_dict
 from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
 from lab.data.shards import DamageReport, ShardStream, check_resume
 from lab.data.shards import check_config as check_shards
+from lab.data.shards import is_shard_source, shard_paths
 from lab.data.shapes import PROMPT_TEMPLATES, label_space
 from lab.errors import LabError
 from lab.eval.probe import Probe
@@ -37,6 +39,8 @@ from lab.train import dist
 from lab.train.cache import TeacherCache
 from lab.train.logger import RunLogger
 from lab.train.reinforced_cache import ShardTeacher
+from lab.train.synthetic import Synthetic, unpaired_texts
+from lab.data.datacompdr import DRTeacher, is_reinforced, split_blocks
 from lab.train.checkpoint import open_run, restore, training_state
 from lab.train.loop import Trainer, TrainConfig, compile_towers, seed_everything, start_processes
 from lab.train.pretrain import PRESETS, clamp_logit_scale
@@ -48,6 +52,7 @@ TEACHER_MODE_ALIASES = {"cached": "cache"}
 # forward whose embedding every term uses (CLIP-KD §3.2.3; the official code's single call with
 # mask_ratio); "both" — the full image for the other terms plus a second, masked forward for MFD.
 MFD_INPUTS = ("masked", "both")
+SYNTHETIC_MODES = ("off", "both", "mix")
 
 
 @dataclass
@@ -64,6 +69,16 @@ class DistillConfig:
     projection: str = "after"  # or before: CLIP-RD's official reading (lab.losses.objective.PROJECTION_POINTS)
     teacher_mode: str = "cache"
     cache_dir: str = ""  # default: <runs_dir>/.cache/teacher
+    # Modern recipes (lab.losses.modern; docs/methods-modern.md). ``teacher=shipped,OTHER`` is an ensemble.
+    task_weight: float = 1.0  # CLIP's loss on the student; 0 = MobileCLIP's published pure KD, DIME-FM's official reading
+    distill_scale: str = "100"  # the ensemble's logit scales: one, one per teacher, or "own" (MobileCLIP: 100)
+    ensemble_average: str = "softmax"  # or concat: one softmax over concatenated features (no --distill-average-after-softmax)
+    synthetic: str = "off"  # MobileCLIP's synthetic captions: off, both (gt + syn terms) or mix (one, drawn)
+    mix_synthetic_ratio: float = 0.5  # synthetic=mix: probability an item's caption is the synthetic one
+    captioner_drop: float = 0.2  # lab.data.captioner: each of colour/size/position left out at this rate
+    captioner_wrong: float = 0.1  # ... and colour or shape hallucinated at this rate
+    unpaired: bool = False  # DIME-FM: the teacher's text features come from a separate sentence stream
+    dr_teacher_dims: str = ""  # DataCompDR-layout shards that do not say the ensemble's widths: e.g. 768,768
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -92,9 +107,13 @@ class DistillStep:
 
     def __init__(self, student, teacher, objective: Objective, cached: dict | None = None,
                  mask_ratio: float = 0.5, classnames=(), seed: int = 0, mfd_input: str = "masked",
-                 ctx: dist.Context = dist.SINGLE):
+                 ctx: dist.Context = dist.SINGLE, extra_teachers=(), synthetic: Synthetic | None = None,
+                 unpaired: bool = False):
         _check_choice("mfd_input", mfd_input, MFD_INPUTS)
         self.student, self.teacher, self.objective, self.cached = student, teacher, objective, cached
+        self.extra_teachers = list(extra_teachers)  # [(teacher, cached dict or None)] after teacher 1
+        self.synthetic, self.unpaired = synthetic, unpaired
+        self.stored_synthetic = False  # DataCompDR-layout shards: the synthetic caption and its embeddings are stored
         self.mask_ratio, self.mfd_input, self.ctx = mask_ratio, mfd_input, ctx
         self.device = next(student.model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -117,8 +136,36 @@ class DistillStep:
                     teacher.model.encode_text(teacher.tokenize(batch.captions), normalize=True),
                     teacher.model.logit_scale.exp())
 
+    def extra_outputs(self, batch, images, which=None):
+        """The ensemble's other members: (image, text, scale) each, from their cache or a live forward."""
+        out = []
+        for teacher, cached in self.extra_teachers:
+            if cached is not None:
+                index = torch.as_tensor(batch.factors["index"], device=self.device)
+                out.append((cached["image"][index], cached["text"][index], cached["scale"][0]))
+                continue
+            with torch.no_grad():
+                t_images = images if teacher.image_size == self.student.image_size else teacher.image_tensor(batch.images)
+                out.append((teacher.model.encode_image(t_images, normalize=True),
+                            teacher.model.encode_text(teacher.tokenize(batch.captions), normalize=True),
+                            teacher.model.logit_scale.exp()))
+        return out
+
+    def stored_ensemble(self, batch):
+        """DataCompDR-layout shards (:mod:`lab.data.datacompdr`): every member's embeddings from the shard, split
+        into blocks; teacher 1's (image, text, scale) and the others' (image, text, scale). No teacher runs."""
+        f = batch.factors
+        dims, scales = f["teacher_dims"][0], f["teacher_scales"][0]
+        blocks = {name: split_blocks(torch.as_tensor(f[f"teacher_{name}"], device=self.device), dims)
+                  for name in ("image", "text")}
+        members = [(blocks["image"][m], blocks["text"][m], float(scales[m])) for m in range(len(dims))]
+        return (*members[0], members[1:])
+
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         model, objective, ctx = self.student.model, self.objective, self.ctx
+        syn = self.synthetic
+        if syn is not None and syn.mode == "mix":  # preprocess_dr: the caption itself is swapped, no syn term
+            batch, swapped = syn.mix(batch)
         images, tokens = to_tensors(batch, self.student)
         masked_raw = None
         if objective.needs_masked_images:
@@ -135,9 +182,28 @@ class DistillStep:
         text_raw = dist.gather(text_raw, ctx)
         if not objective.names:
             return {"task": clip_loss(F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1), scale)}
-        t_image, t_text, t_scale = self.teacher_outputs(batch, images)
+        if "teacher_dims" in batch.factors:
+            t_image, t_text, t_scale, extra = self.stored_ensemble(batch)
+        else:
+            t_image, t_text, t_scale = self.teacher_outputs(batch, images)
+            extra = self.extra_outputs(batch, images)
+        if syn is not None and syn.mode == "mix" and swapped.any():  # every teacher's text of the swapped captions
+            t_text, extra = syn.teacher_texts(batch, swapped, t_text, extra)
+        if self.unpaired:  # DIME-FM: sentences from a stream unpaired with the images
+            t_text = unpaired_texts(t_text, self.generator)
         e = Embeddings(image_raw, text_raw, scale, dist.gather(t_image, ctx), dist.gather(t_text, ctx), t_scale,
-                       masked_image_raw=masked_raw)
+                       masked_image_raw=masked_raw,
+                       extra_teachers=tuple((dist.gather(i, ctx), dist.gather(t, ctx), c) for i, t, c in extra))
+        if syn is not None and syn.mode == "both":
+            captions, teacher_syn = syn.for_batch(batch)
+            e.syn_text_raw = dist.gather(model.encode_text(self.student.tokenize(captions).to(self.device)), ctx)
+            e.teacher_syn_text = tuple(dist.gather(x, ctx) for x in teacher_syn)
+        elif self.stored_synthetic:
+            f = batch.factors
+            e.syn_text_raw = dist.gather(model.encode_text(self.student.tokenize(list(f["teacher_syn_caption"])).to(
+                self.device)), ctx)
+            e.teacher_syn_text = tuple(dist.gather(x, ctx) for x in split_blocks(
+                torch.as_tensor(f["teacher_syn_text"], device=self.device), f["teacher_dims"][0]))
         if objective.needs_class_texts:
             e.class_text_raw, e.teacher_class_text = class_text_raw, self.teacher_classes
         return objective(e)
@@ -153,20 +219,41 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     cfg.teacher_mode = TEACHER_MODE_ALIASES.get(cfg.teacher_mode, cfg.teacher_mode)
     _check_choice("teacher_mode", cfg.teacher_mode, TEACHER_MODES)
     _check_choice("mfd_input", cfg.mfd_input, MFD_INPUTS)
+    _check_choice("synthetic", cfg.synthetic, SYNTHETIC_MODES)
+    teacher_names = [t.strip() for t in cfg.teacher.split(",") if t.strip()]
+    if not teacher_names:
+        raise LabError("teacher is empty; name one (shipped) or an ensemble (shipped,runs/OTHER).")
+    objective_probe = Objective(cfg.loss, 1, 1, cfg.weights, cfg.variant, ensemble_average=cfg.ensemble_average,
+                                task_weight=cfg.task_weight)  # bad names and weights, before any model loads
+    if len(teacher_names) > 1 and not any(n in ("mobileclip", "siglipkd") for n in objective_probe.names):
+        raise LabError(f"An ensemble of {len(teacher_names)} teachers needs an ensemble term (--loss mobileclip or "
+                       f"siglipkd); the other terms read one teacher.")
+    check_shards(cfg.data)
+    reinforced = is_shard_source(cfg.data.source) and is_reinforced(shard_paths(cfg.data.source)[0])
+    if cfg.synthetic != "off" and cfg.data.source != "shapes" and not reinforced:
+        raise LabError("synthetic captions come from ShapesWorld's captioner or from DataCompDR-layout shards; use "
+                       "data.source=shapes or reinforced shards, or synthetic=off for other data.")
+    if reinforced and cfg.synthetic == "mix":
+        raise LabError("synthetic=mix is not implemented for DataCompDR-layout shards yet; use synthetic=both or off.")
     benchmarks = benchmark_specs(cfg.eval.benchmarks)
     check_shards(cfg.data)  # webdataset settings and files, before any model is loaded
     device, ctx = start_processes(cfg.train)
     seed_everything(cfg.train.seed)
     student = zoo.load_student(cfg.student, cfg.train.seed, device=str(device))  # before the teacher: one start per seed
-    teacher = zoo.load_teacher(cfg.teacher, str(device))
+    teacher = zoo.load_teacher(teacher_names[0], str(device))
+    others = [zoo.load_teacher(name, str(device)) for name in teacher_names[1:]]
     objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant,
-                          projection_point=cfg.projection).to(device)
+                          projection_point=cfg.projection, distill_scale=cfg.distill_scale,
+                          ensemble_average=cfg.ensemble_average, task_weight=cfg.task_weight).to(device)
     dist.broadcast_from_main([student.model, objective], ctx)
     if ctx.enabled:
         seed_everything(cfg.train.seed + ctx.rank)  # per-rank streams for anything random inside a step
     dataset = build_pairs(cfg.data)
     cached = None
-    if cfg.teacher_mode == "cache" and isinstance(dataset, ShardStream):  # K crops' embeddings beside the shards
+    if reinforced:  # DataCompDR's layout: the crops and the ensemble's embeddings are in the shards
+        dataset.teacher = DRTeacher.open(dataset.paths, cfg.dr_teacher_dims, cfg.train.seed)
+        dataset.augmentation = dc_replace(dataset.augmentation, kind="crop", count=dataset.teacher.k)
+    elif cfg.teacher_mode == "cache" and isinstance(dataset, ShardStream):  # K crops' embeddings beside the shards
         dataset.teacher = ShardTeacher.open(teacher, dataset.paths, dataset.augmentation, cfg.data.image_size)
     elif cfg.teacher_mode == "cache":
         if getattr(dataset, "endless", False):
@@ -178,6 +265,18 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
         if ctx.is_main:
             print(f"teacher cache {'hit' if hit else 'built'}: {len(dataset)} pairs (entry {cache.last_path})")
         cached = {k: v.to(device) for k, v in cached.items()}
+    extra_teachers = []
+    for other in others:  # the ensemble's other members: their own cache entries, or live forwards
+        other_cached = None
+        if cached is not None:
+            with dist.main_first(ctx):
+                other_cached, _ = cache.load_or_build(other, dataset, to_dict(cfg.data))
+            other_cached = {k: v.to(device) for k, v in other_cached.items()}
+        extra_teachers.append((other, other_cached))
+    synthetic = None
+    if cfg.synthetic != "off" and not reinforced:
+        synthetic = Synthetic([teacher, *others], cfg.synthetic, cfg.mix_synthetic_ratio, cfg.captioner_drop,
+                              cfg.captioner_wrong, cfg.train.seed, device, dataset)
     writer, checkpoint = open_run(runs_dir, run_id, "distill", {**to_dict(cfg), "formula": objective.formula()},
                                   to_dict(cfg), cfg.train.seed, overwrite, resume, ctx)
     if ctx.is_main:
@@ -190,7 +289,8 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     trainer = Trainer(params, cfg.train, logger.log, desc=f"distill {run_id}", ctx=ctx)
     classnames = label_space(cfg.eval.label_space).classnames
     step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed,
-                          cfg.mfd_input, ctx)
+                          cfg.mfd_input, ctx, extra_teachers, synthetic, cfg.unpaired)
+    step_fn.stored_synthetic = reinforced and cfg.synthetic == "both"
     if checkpoint is not None:
         restore(checkpoint, trainer, {"model": student.model.load_state_dict, "objective": objective.load_state_dict},
                 {"mfd": step_fn.generator}, ctx)
