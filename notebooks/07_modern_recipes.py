@@ -188,3 +188,17 @@ check("7.3", answer, v_t=v_t, t_t=t_t)
 
 # %% tags=["experiment"]
 # your experiment
+
+# %% [markdown]
+# ## Self-check quiz
+#
+# A few questions on this lesson's ideas. Put your answer to each in `quiz_answers` — a letter for a
+# multiple-choice question, a number otherwise — and run the cell: it says whether each answer is right and
+# why, and explains every option (under "Explanation of every option"). The grader reads `quiz_answers`
+# from your notebook.
+
+# %% tags=["quiz-answers"]
+from lab.lessons.quiz import show_quiz
+
+quiz_answers = {"7.q1": None, "7.q2": None, "7.q3": None, "7.q4": None}
+show_quiz("07", quiz_answers)
