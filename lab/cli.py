@@ -265,8 +265,14 @@ def _cmd_promptkd(args) -> int:
     from lab.train import dist
     from lab.train.prompt_distill import default_config, prompt_distill
 
+    from lab.runs import claim_run
+    from lab.train.prompt_distill import protocol_setup
+
     cfg = apply_overrides(default_config({"method": args.method, "protocol": args.protocol}), args.overrides)
+    protocol_setup(cfg)  # an unknown method, protocol or refinement: before the no-KD student trains
     run_id = _run_id(args, f"{args.method}-{args.protocol}", cfg.train.seed)
+    if _main_process():  # this run's lock and folder checks, also before the no-KD student trains
+        claim_run(args.runs_dir, run_id, args.overwrite, args.resume)
     # The no-KD student of the same seed is trained first when missing; under torchrun (pretraining runs in
     # one process) the trainer names the missing run instead.
     if cfg.student == "nokd" and not dist.from_env().enabled:

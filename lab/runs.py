@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import fcntl
 import glob
 import io
 import json
@@ -182,6 +183,88 @@ def machine_description() -> str:
     return text
 
 
+# --------------------------------------------------------------------------- one writer per run
+
+LOCK_SUFFIX = ".lock"  # "<runs>/.<run>.lock": held (flock) by the one process writing the run
+_LOCKS: dict[Path, int] = {}  # lock path -> the open descriptor that holds it, for this process
+
+
+def lock_path(root: str | Path, run_id: str) -> Path:
+    return Path(root) / f".{run_id}{LOCK_SUFFIX}"
+
+
+def lock_run(root: str | Path, run_id: str) -> Path:
+    """Make this process the run's one writer, or refuse in one sentence naming the process that is.
+
+    The lock is an advisory ``flock`` on ``<runs>/.<run>.lock``, which holds the owner's pid and host:
+    the kernel releases it when the owner exits however it dies, so a lock file left by a dead process
+    is taken over without a race (two starters cannot both hold it). Beside the run folder, not in it,
+    so an ``--overwrite``'s swap of the folder keeps it.
+    """
+    path = lock_path(check_runs_dir(root), check_run_name(run_id))
+    if path in _LOCKS:
+        return path
+    with disk_errors(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 256).decode(errors="replace").split()
+        os.close(fd)
+        pid, host = (owner + ["?", "?"])[:2]
+        raise LabError(f"Run {Path(root) / run_id} is being written by process {pid} on {host} (lock file "
+                       f"{path.name}); wait for it to finish or stop it, or pick another --name.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} {platform.node() or 'localhost'}\n".encode())
+    _LOCKS[path] = fd
+    return path
+
+
+def unlock_runs(only: Path | None = None) -> None:
+    """Release this process's run locks, or only the lock file ``only`` (the file stays: unlinking it would let
+    two processes lock two different files)."""
+    for path, fd in list(_LOCKS.items()):
+        if only is None or path == only:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            del _LOCKS[path]
+
+
+@contextlib.contextmanager
+def claimed(root: str | Path, run_id: str, overwrite: bool = False, resume: bool = False, main: bool = True):
+    """:func:`claim_run` (on the main process only) for the duration of a trainer; the lock is released after."""
+    if not main:
+        yield Path(root) / run_id
+        return
+    path = claim_run(root, run_id, overwrite, resume)
+    try:
+        yield path
+    finally:
+        unlock_runs(lock_path(root, run_id))
+
+
+def claim_run(root: str | Path, run_id: str, overwrite: bool = False, resume: bool = False) -> Path:
+    """Everything about the run's folder that can refuse it, checked before any model is loaded: the lock,
+    an existing run without ``--overwrite``, ``--resume`` of a run that is missing or finished. Returns
+    the run's path."""
+    if resume and overwrite:
+        raise LabError("--resume continues a run and --overwrite replaces it; pass only one of them.")
+    lock_run(root, run_id)
+    path = Path(root) / run_id
+    recover(Path(root), run_id)
+    if resume:
+        if not (path / CONFIG).is_file():
+            raise LabError(f"Run {path} does not exist, so there is nothing to resume; drop --resume to start it.")
+        if (path / SUMMARY).is_file():
+            raise LabError(f"Run {path} already finished, so there is nothing to resume; pick another --name "
+                           f"to train again.")
+    elif (path / CONFIG).exists() and not overwrite:
+        raise LabError(f"Run {path} already exists; pick another name with --name, or pass --overwrite to "
+                       f"replace it.")
+    return path
+
+
 class RunWriter:
     """Creates a run directory and writes its files atomically."""
 
@@ -189,6 +272,7 @@ class RunWriter:
                  overwrite: bool = False, resume: bool = False):
         self.run_id, self.root = check_run_name(run_id), check_runs_dir(root)
         self.final = self.path = self.root / run_id
+        lock_run(self.root, run_id)
         recover(self.root, run_id)
         if (self.path / CONFIG).exists() and not (overwrite or resume):
             raise LabError(f"Run {self.path} already exists; pick another name with --name, "
@@ -204,9 +288,10 @@ class RunWriter:
         with disk_errors(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
-        if not resume or not (self.path / CONFIG).exists():
-            atomic_write_json(self.path / CONFIG, {"kind": kind, "run_id": run_id, "seed": seed,
-                                                   "config": config, **provenance()})
+        # a resumed run's config.json is rewritten too: it says what the run really trains (the checkpoint's
+        # settings, which the resumed config has matched), not what a hand edit left there
+        atomic_write_json(self.path / CONFIG, {"kind": kind, "run_id": run_id, "seed": seed, "config": config,
+                                               **provenance()})
 
     def log(self, record: dict) -> None:
         """Append one metrics record (one line, flushed)."""
@@ -245,6 +330,7 @@ class RunWriter:
             shutil.rmtree(aside, ignore_errors=True)
             _STAGED.discard(self)
             self.path, self.staged = self.final, False
+        unlock_runs(lock_path(self.root, self.run_id))
 
     def discard(self) -> None:
         """Drop an unfinished staged --overwrite (the old run it was to replace stays as it was)."""
@@ -261,6 +347,7 @@ def discard_unfinished() -> None:
     """Remove this process's unfinished staged overwrites (the CLI calls it on every exit, atexit too)."""
     for writer in list(_STAGED):
         writer.discard()
+    unlock_runs()
 
 
 atexit.register(discard_unfinished)

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from lab import runs
 from lab.config import apply_overrides, to_dict
-from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
+from lab.data.pairs import (DataConfig, build_pairs, check_contrastive_batch, check_dataset_fits, step_batches,
+                            to_tensors)
 from lab.data.shards import DamageReport, ShardStream, check_resume
 from lab.data.shards import check_config as check_shards
 from lab.data.shapes import PROMPT_TEMPLATES, label_space
@@ -153,8 +154,18 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     cfg.teacher_mode = TEACHER_MODE_ALIASES.get(cfg.teacher_mode, cfg.teacher_mode)
     _check_choice("teacher_mode", cfg.teacher_mode, TEACHER_MODES)
     _check_choice("mfd_input", cfg.mfd_input, MFD_INPUTS)
+    check_contrastive_batch(cfg.train.batch_size)
+    Objective(cfg.loss, 1, 1, cfg.weights, cfg.variant, projection_point=cfg.projection)  # bad terms: before models
     benchmarks = benchmark_specs(cfg.eval.benchmarks)
     check_shards(cfg.data)  # webdataset settings and files, before any model is loaded
+    with runs.claimed(runs_dir, run_id, overwrite, resume, main=dist.from_env().is_main):  # one writer per run
+        return _distill(cfg, run_id, runs_dir, overwrite, resume, benchmarks)
+
+
+def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: bool, resume: bool,
+             benchmarks: list) -> Path:
+    dataset = build_pairs(cfg.data)  # the data's own refusals (and a too-small set) before any model or cache
+    check_dataset_fits(dataset, cfg.train.batch_size)
     device, ctx = start_processes(cfg.train)
     seed_everything(cfg.train.seed)
     student = zoo.load_student(cfg.student, cfg.train.seed, device=str(device))  # before the teacher: one start per seed
@@ -164,7 +175,6 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     dist.broadcast_from_main([student.model, objective], ctx)
     if ctx.enabled:
         seed_everything(cfg.train.seed + ctx.rank)  # per-rank streams for anything random inside a step
-    dataset = build_pairs(cfg.data)
     cached = None
     if cfg.teacher_mode == "cache" and isinstance(dataset, ShardStream):  # K crops' embeddings beside the shards
         dataset.teacher = ShardTeacher.open(teacher, dataset.paths, dataset.augmentation, cfg.data.image_size)
