@@ -175,9 +175,14 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
     dist.broadcast_from_main([student.model, objective], ctx)
     if ctx.enabled:
         seed_everything(cfg.train.seed + ctx.rank)  # per-rank streams for anything random inside a step
-    cached = None
+    cached, teacher_mode = None, cfg.teacher_mode
     if cfg.teacher_mode == "cache" and isinstance(dataset, ShardStream):  # K crops' embeddings beside the shards
-        dataset.teacher = ShardTeacher.open(teacher, dataset.paths, dataset.augmentation, cfg.data.image_size)
+        dataset.teacher = ShardTeacher.open_or_none(teacher, dataset.paths, dataset.augmentation, cfg.data.image_size)
+        if dataset.teacher is None:  # plain shards, as open_clip users bring them: the teacher runs online
+            teacher_mode = "online"
+            if ctx.is_main:
+                print("no teacher cache beside the shards: the teacher runs online at every step (run `python -m "
+                      "lab cache-teacher` first to train from a cache)")
     elif cfg.teacher_mode == "cache":
         if getattr(dataset, "endless", False):
             raise LabError("The teacher cache needs a fixed dataset (data.size > 0); use teacher_mode=online "
@@ -247,7 +252,7 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
     logger.close(metrics)
     writer.finish({
         **metrics, **damaged, "formula": objective.formula(), "params": student.num_parameters(),
-        "teacher_params": teacher.num_parameters(), "teacher_mode": cfg.teacher_mode,
+        "teacher_params": teacher.num_parameters(), "teacher_mode": teacher_mode,
         "wall_time_s": stats.wall_time_s, "eval_time_s": time.perf_counter() - t0,
         "mean_step_s": stats.mean_step_s, "mean_data_s": stats.mean_data_s, "images_per_s": stats.images_per_s,
         "steps": stats.steps, "processes": ctx.world_size, "precision": cfg.train.precision,

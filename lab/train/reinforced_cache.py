@@ -101,6 +101,17 @@ class ShardTeacher:
             files[str(shard)] = path
         return cls(files)
 
+    @classmethod
+    def open_or_none(cls, teacher, shards: list[Path], augmentation: Augmentation,
+                     image_size: int) -> "ShardTeacher | None":
+        """:meth:`open`, or None when no shard has a cache at all (plain shards: the caller runs the teacher
+        online); a cache beside some shards but not others is still the sentence of :meth:`open`."""
+        crops_per_image(augmentation)
+        inputs = teacher_side(teacher)
+        if not any(is_complete(cache_path(s, shard_key(inputs, s, augmentation, image_size))) for s in shards):
+            return None
+        return cls.open(teacher, shards, augmentation, image_size)
+
     def _entry(self, shard: str) -> tuple[dict, dict]:
         if shard not in self._open:
             if len(self._open) >= self.OPEN:
@@ -253,7 +264,7 @@ def run(cfg: CacheTeacherConfig, progress=print) -> dict:
     shards = shard_paths(cfg.data.source)
     augmentation = Augmentation.from_config(cfg.data)
     crops_per_image(augmentation)  # K >= 1, before the teacher is loaded
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, key="device")
     ctx = dist.init(device)
     device = dist.local_device(device, ctx)
     if cfg.threads:
