@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("out_dir", help="folder for open_clip_config.json, open_clip_model.safetensors and the card")
     p.add_argument("--onnx", action="store_true", help="also export the ONNX image and text encoders (checked)")
+    p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
 
     sub.add_parser("presets", help="list the pretraining presets and model presets")
 
@@ -493,7 +494,7 @@ def _cmd_cache_teacher(args) -> int:
 def _cmd_export(args) -> int:
     from lab.models.export import export_open_clip
 
-    card = export_open_clip(args.run, args.out_dir, onnx=args.onnx)
+    card = export_open_clip(args.run, args.out_dir, onnx=args.onnx, overwrite=args.overwrite)
     print(f"{card['arch']} written to {args.out_dir} (open_clip_config.json, {card['weights']}, MODEL_CARD.md); "
           f"load it with {card['load']}")
     return 0

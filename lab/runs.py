@@ -444,8 +444,12 @@ class Run:
         path = self.path / EMBEDDINGS
         if not path.exists():
             raise LabError(f"Run {self.run_id} has no {EMBEDDINGS}; it did not finish its evaluation.")
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (ValueError, OSError, EOFError) as err:
+            raise LabError(f"Run {self.run_id}'s {EMBEDDINGS} cannot be read ({str(err).splitlines()[0][:80].rstrip('.')}); "
+                           f"evaluate the run again or remove the file.") from None
 
 
 def _read_json(path: Path, problems: list[str]):
@@ -488,9 +492,30 @@ def read_run(path: str | Path) -> Run:
                 missing = [k for k in REQUIRED_EMBEDDING_KEYS if k not in data.files]
             if missing:
                 run.problems.append(f"{EMBEDDINGS} lacks {', '.join(missing)}")
+            pickled = pickled_arrays(path / EMBEDDINGS)
+            if pickled:
+                run.problems.append(f"{EMBEDDINGS} holds pickled Python objects ({', '.join(pickled)}), which the "
+                                    f"lab does not load")
         except Exception as err:  # zipfile/ValueError/OSError for damaged files
             run.problems.append(f"{EMBEDDINGS} cannot be read ({type(err).__name__})")
     return run
+
+
+def pickled_arrays(npz: Path) -> list[str]:
+    """The arrays of an ``.npz`` stored as pickled objects, found from their headers alone (nothing is unpickled
+    or loaded whole)."""
+    import zipfile
+
+    found = []
+    with zipfile.ZipFile(npz) as archive:
+        for name in archive.namelist():
+            with archive.open(name) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                if read_header(f)[2].hasobject:
+                    found.append(name.removesuffix(".npy"))
+    return found
 
 
 RUN_FILES = (CONFIG, METRICS, SUMMARY, EMBEDDINGS, str(CHECKPOINT.parent))
@@ -507,7 +532,15 @@ def list_runs(root: str | Path) -> list[Run]:
     if not root.is_dir():
         return []
     return [read_run(p) for p in sorted(root.iterdir())
-            if p.is_dir() and not p.name.startswith((".", "_")) and any((p / f).exists() for f in RUN_FILES)]
+            if p.is_dir() and not p.name.startswith((".", "_")) and stays_inside(p, root)
+            and any((p / f).exists() for f in RUN_FILES)]
+
+
+def stays_inside(path: str | Path, root: str | Path) -> bool:
+    """Whether ``path``, symbolic links resolved, is ``root`` or below it: a run folder linked in from elsewhere
+    is neither listed nor read nor written to (a dashboard's projection cache would land outside the root)."""
+    resolved, root = Path(path).resolve(), Path(root).resolve()
+    return resolved == root or root in resolved.parents
 
 
 def inside_root(path: str | Path, root: str | Path) -> Path:

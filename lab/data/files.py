@@ -201,11 +201,28 @@ def read_json_file(path: Path, what: str):
         raise LabError(f"{what} {path} is not valid JSON ({err.msg} at line {err.lineno}).") from err
 
 
+def check_split_file(splits, path: Path) -> dict:
+    """A CoOp split file's layout: an object of splits, each a list of ``[relative_path, label, classname]``."""
+    if not isinstance(splits, dict):
+        raise LabError(f"Split file {path} must be a JSON object of splits ({{\"train\": [...], \"test\": [...]}}), "
+                       f"not a {type(splits).__name__}; see CoOp's split_zhou_*.json.")
+    for name, items in splits.items():
+        if not isinstance(items, list):
+            raise LabError(f"Split '{name}' of {path} is not a list of [path, label, classname] items.")
+        for i, item in enumerate(items):
+            ok = (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+                  and isinstance(item[1], int) and not isinstance(item[1], bool) and item[1] >= 0)
+            if not ok:
+                raise LabError(f"Item {i} of split '{name}' in {path} is {json.dumps(item)[:80]}, not "
+                               f"[path, label, classname] with a label of 0 or more; fix that item.")
+    return splits
+
+
 def split_file(path: str | Path, image_root: str | Path, split: str = "test",
                image_size: int = 224) -> LabelledImages:
     """A CoOp-style split file: JSON ``{"train"|"val"|"test": [[relative_path, label, classname], ...]}``."""
     path, image_root = Path(path), Path(image_root)
-    splits = read_json_file(path, "Split file")
+    splits = check_split_file(read_json_file(path, "Split file"), path)
     if split not in splits:
         raise LabError(f"Split file {path} has no '{split}' split; it has: {', '.join(splits)}.")
     items = splits[split]
@@ -216,6 +233,10 @@ def split_file(path: str | Path, image_root: str | Path, split: str = "test",
     for other in splits.values():
         for _, label, name in other:
             names.setdefault(int(label), name)
+    gap = next((i for i in range(max(names) + 1) if i not in names), None) if names else None
+    if gap is not None:
+        raise LabError(f"Split file {path} has no item of label {gap} (its labels run 0…{max(names)}); labels must "
+                       f"be 0, 1, 2 … with no gap, so renumber them.")
     classnames = [names[i] for i in range(max(names) + 1)] if names else []
     return LabelledImages([image_root / p for p, _, _ in items], [int(l) for _, l, _ in items],
                           classnames, image_size)
