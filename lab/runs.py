@@ -259,6 +259,11 @@ def claim_run(root: str | Path, run_id: str, overwrite: bool = False, resume: bo
         if (path / SUMMARY).is_file():
             raise LabError(f"Run {path} already finished, so there is nothing to resume; pick another --name "
                            f"to train again.")
+        problems: list[str] = []
+        if not (path / CHECKPOINT).is_file() and not isinstance(_read_json(path / CONFIG, problems), dict):
+            raise LabError(f"Run {path}'s {CONFIG} is damaged (not a readable JSON object) and the run has no "
+                           f"checkpoint to "
+                           f"resume from; start it again with --overwrite instead of --resume.")
     elif (path / CONFIG).exists() and not overwrite:
         raise LabError(f"Run {path} already exists; pick another name with --name, or pass --overwrite to "
                        f"replace it.")
