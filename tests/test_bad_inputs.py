@@ -595,7 +595,7 @@ def test_pretrain_without_evaluation_and_resume_rewrites_config(tmp_path, capsys
     (tmp_path / "p" / runs.CONFIG).write_text(json.dumps(edited))
     assert main([*argv[:-1], "eval.per_style=8", "--resume"]) == 0
     config = json.loads((tmp_path / "p" / runs.CONFIG).read_text())
-    assert config["seed"] == 0 and config["config"]["train"]["lr"] == 2e-3 and config["config"]["eval"]["per_style"] == 8
+    assert config["seed"] == 0 and config["config"]["train"]["lr"] == 1e-3 and config["config"]["eval"]["per_style"] == 8
     assert (tmp_path / "p" / runs.EMBEDDINGS).exists()
     capsys.readouterr()
 

@@ -100,7 +100,8 @@ def read_csv_rows(path: Path, image_key: str, caption_key: str, separator: str =
         raise LabError(f"data.csv_separator must be one character, got {separator!r}; e.g. data.csv_separator=, "
                        f"(a tab is the default).")
     try:
-        text = path.read_text(encoding="utf-8-sig", newline="")  # utf-8-sig: a byte-order mark is dropped
+        with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig: a byte-order mark is dropped
+            text = f.read()
     except UnicodeDecodeError as err:
         raise LabError(f"{path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); save "
                        f"it as UTF-8 (a spreadsheet's 'CSV UTF-8') or convert it, e.g. iconv -f latin1 -t utf-8."

@@ -223,7 +223,7 @@ def unreadable_checkpoint(path, err: Exception) -> LabError:
     if "Unsupported global" in str(err):
         return LabError(f"Checkpoint {path} holds pickled Python objects, which the lab refuses to load because "
                         f"they could run code; re-save it as a plain state dict of tensors or as safetensors.")
-    if isinstance(err, EOFError) or "zip archive" in str(err) or "central directory" in str(err):
+    if isinstance(err, (EOFError, OSError)) or "zip archive" in str(err) or "central directory" in str(err):
         return LabError(f"Checkpoint {path} is truncated or unreadable ({type(err).__name__}: the file ends early or "
                         f"its archive is damaged); copy or download it again.")
     return LabError(f"Checkpoint {path} is corrupt or not a safe (weights-only) checkpoint ({type(err).__name__}); "
