@@ -21,6 +21,7 @@ shard by shard. ``data.augment=none`` stores one embedding of the centre crop pe
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -104,11 +105,10 @@ class ShardTeacher:
     @classmethod
     def open_or_none(cls, teacher, shards: list[Path], augmentation: Augmentation,
                      image_size: int) -> "ShardTeacher | None":
-        """:meth:`open`, or None when no shard has a cache at all (plain shards: the caller runs the teacher
-        online); a cache beside some shards but not others is still the sentence of :meth:`open`."""
-        crops_per_image(augmentation)
-        inputs = teacher_side(teacher)
-        if not any(is_complete(cache_path(s, shard_key(inputs, s, augmentation, image_size))) for s in shards):
+        """:meth:`open`, or None when no shard has a teacher cache of any teacher or settings beside it (plain
+        shards, as open_clip users bring them: the caller runs the teacher online); caches for other settings,
+        or beside some shards only, are still the sentence of :meth:`open` (cache-teacher was likely forgotten)."""
+        if not any(any(s.parent.glob(f"{glob.escape(s.stem)}.teacher-*{SUFFIX}")) for s in shards):
             return None
         return cls.open(teacher, shards, augmentation, image_size)
 
