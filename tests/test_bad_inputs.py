@@ -176,6 +176,11 @@ def other_tools_files(root: Path) -> None:
     _tar(root / "img2dataset" / "00000.tar", members)
 
 
+def _fresh(f, *args):
+    """A distill run under a name no case ever creates (an earlier case may leave "new" unfinished)."""
+    return [*_distill(f, *args), "--name", "fresh"]
+
+
 def _eval_benchmark(f, spec):
     return ["eval", "shapes-student", "--teacher", "none", "--benchmark", spec]
 
@@ -201,18 +206,18 @@ NEW_ROUND_CASES = {
     "pretrain train.batch_size=1": (lambda f: ["pretrain", "--preset", "smoke", "--runs-dir", str(f / "runs"),
                                                "--name", "never", "train.batch_size=1"],
                                     "train.batch_size=1 would not train"),
-    "CSV row with no caption": (lambda f: _distill(f, f"data.source={f / 'no-caption.csv'}"),
+    "CSV row with no caption": (lambda f: _fresh(f, f"data.source={f / 'no-caption.csv'}"),
                                 "Row 3 of no-caption.csv has no caption (column 'title' is empty); fill it in"),
-    "Latin-1 CSV": (lambda f: _distill(f, f"data.source={f / 'latin1.csv'}"),
+    "Latin-1 CSV": (lambda f: _fresh(f, f"data.source={f / 'latin1.csv'}"),
                     "is not UTF-8 text (byte 0xe8 at offset"),
-    "data.csv_separator=;;": (lambda f: _distill(f, f"data.source={f / 'missing-image.csv'}", "data.csv_separator=;;"),
+    "data.csv_separator=;;": (lambda f: _fresh(f, f"data.source={f / 'missing-image.csv'}", "data.csv_separator=;;"),
                               "data.csv_separator must be one character, got ';;'"),
-    "an existing folder as data.source": (lambda f: _distill(f, f"data.source={f / 'a-folder'}"),
+    "an existing folder as data.source": (lambda f: _fresh(f, f"data.source={f / 'a-folder'}"),
                                           "a-folder is a folder, not a CSV file; pass the CSV inside it"),
-    "truncated open_clip checkpoint": (lambda f: _distill(f, "--student", f"shapes-student:{f / 'truncated.pt'}"),
+    "truncated open_clip checkpoint": (lambda f: _fresh(f, "--student", f"shapes-student:{f / 'truncated.pt'}"),
                                        "truncated.pt is truncated or unreadable"),
     "open_clip checkpoint with no state dict": (
-        lambda f: _distill(f, "--student", f"shapes-student:{f / 'no-model.pt'}"),
+        lambda f: _fresh(f, "--student", f"shapes-student:{f / 'no-model.pt'}"),
         "holds no model state dict (its keys: epoch, optimizer); re-save the model's state_dict() alone."),
     "split item with two fields": (lambda f: _eval_benchmark(f, f"classify:{f / 'two-field.json'}:{f}"),
                                    "is [\"good.png\", 0], not [path, label, classname]"),
@@ -233,9 +238,9 @@ NEW_ROUND_CASES = {
     "lessons unpack of a damaged archive": (
         lambda f: ["lessons", "unpack", str(f / "damaged.tar.gz"), str(f / "unpacked")],
         "damaged.tar.gz is damaged"),
-    "an empty tar as data.source": (lambda f: _distill(f, f"data.source={f / 'empty.tar'}"),
+    "an empty tar as data.source": (lambda f: _fresh(f, f"data.source={f / 'empty.tar'}"),
                                     "hold no readable image–caption sample (every tar is empty)"),
-    "a non-tar file named .tar as data.source": (lambda f: _distill(f, f"data.source={f / 'not-a-tar.tar'}"),
+    "a non-tar file named .tar as data.source": (lambda f: _fresh(f, f"data.source={f / 'not-a-tar.tar'}"),
                                                  "hold no readable image–caption sample (first problem: Shard"),
     "export into a non-empty folder": (lambda f: ["export", str(f / "runs" / "existing"), str(f)],
                                        "is not empty"),
@@ -275,7 +280,7 @@ CASES = {  # case: (command line, the fix the sentence must name)
                                   "cannot be read"),
     "empty dataset": (lambda f: _distill(f, f"data.source={f / 'empty.csv'}"),
                       "holds no image–caption rows; add data or choose another file."),
-    "dataset smaller than one batch": (lambda f: _distill(f, "train.batch_size=128"),
+    "dataset smaller than one batch": (lambda f: _distill(f, "train.batch_size=128", "--overwrite"),
                                        "fewer than one batch of 128; lower train.batch_size or add data."),
     "bf16 on a CPU": (lambda f: _distill(f, "train.precision=bf16", "train.device=cpu"),
                       "train.precision=bf16 needs a CUDA GPU; use train.precision=fp32 on CPU."),
@@ -324,7 +329,7 @@ CASES = {  # case: (command line, the fix the sentence must name)
     "eval with a trainer's key": (lambda f: ["eval", "shapes-student", "--teacher", "none", "train.steps=3"],
                                   "Unknown config key 'train.steps'; valid keys: seed, per_style"),
     "checkpoint wrapped in another prefix": (
-        lambda f: _distill(f, "--student", f"shapes-student:{f / 'wrapped.safetensors'}"),
+        lambda f: _distill(f, "--student", f"shapes-student:{f / 'wrapped.safetensors'}", "--overwrite"),
         "none of its keys match the model's (they start with net.); it may be wrapped in another model"),
     # found beyond the issue's list
     **{f"bench {option} 0": (lambda f, option=option: ["bench", "--terms", "fd", option, "0"],
