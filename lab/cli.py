@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.add_argument("out_dir", help="folder for open_clip_config.json, open_clip_model.safetensors and the card")
     p.add_argument("--onnx", action="store_true", help="also export the ONNX image and text encoders (checked)")
+    p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
 
     sub.add_parser("presets", help="list the pretraining presets and model presets")
 
@@ -271,8 +272,14 @@ def _cmd_promptkd(args) -> int:
     from lab.train import dist
     from lab.train.prompt_distill import default_config, prompt_distill
 
+    from lab.runs import claim_run
+    from lab.train.prompt_distill import protocol_setup
+
     cfg = apply_overrides(default_config({"method": args.method, "protocol": args.protocol}), args.overrides)
+    protocol_setup(cfg)  # an unknown method, protocol or refinement: before the no-KD student trains
     run_id = _run_id(args, f"{args.method}-{args.protocol}", cfg.train.seed)
+    if _main_process():  # this run's lock and folder checks, also before the no-KD student trains
+        claim_run(args.runs_dir, run_id, args.overwrite, args.resume)
     # The no-KD student of the same seed is trained first when missing; under torchrun (pretraining runs in
     # one process) the trainer names the missing run instead.
     if cfg.student == "nokd" and not dist.from_env().enabled:
@@ -500,7 +507,7 @@ def _cmd_cache_teacher(args) -> int:
 def _cmd_export(args) -> int:
     from lab.models.export import export_open_clip
 
-    card = export_open_clip(args.run, args.out_dir, onnx=args.onnx)
+    card = export_open_clip(args.run, args.out_dir, onnx=args.onnx, overwrite=args.overwrite)
     print(f"{card['arch']} written to {args.out_dir} (open_clip_config.json, {card['weights']}, MODEL_CARD.md); "
           f"load it with {card['load']}")
     return 0

@@ -129,6 +129,7 @@ RANGES = {
     ("PromptDistillConfig", "temperature"): POSITIVE,
     ("PromptDistillConfig", "prompt_length"): _at_least(1), ("PromptDistillConfig", "prompt_depth"): _at_least(1),
     ("DistillConfig", "mask_ratio"): (lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    ("CacheTeacherConfig", "threads"): NON_NEGATIVE, ("CacheTeacherConfig", "batch_size"): _at_least(1),
 }
 # Values that are in range yet would not do what the user expects.
 NO_EFFECT = {("TrainConfig", "lr"): (0, "would not train (every step leaves the weights as they are); pass a "

@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import fcntl
 import glob
 import io
 import json
@@ -182,6 +183,93 @@ def machine_description() -> str:
     return text
 
 
+# --------------------------------------------------------------------------- one writer per run
+
+LOCK_SUFFIX = ".lock"  # "<runs>/.<run>.lock": held (flock) by the one process writing the run
+_LOCKS: dict[Path, int] = {}  # lock path -> the open descriptor that holds it, for this process
+
+
+def lock_path(root: str | Path, run_id: str) -> Path:
+    return Path(root) / f".{run_id}{LOCK_SUFFIX}"
+
+
+def lock_run(root: str | Path, run_id: str) -> Path:
+    """Make this process the run's one writer, or refuse in one sentence naming the process that is.
+
+    The lock is an advisory ``flock`` on ``<runs>/.<run>.lock``, which holds the owner's pid and host:
+    the kernel releases it when the owner exits however it dies, so a lock file left by a dead process
+    is taken over without a race (two starters cannot both hold it). Beside the run folder, not in it,
+    so an ``--overwrite``'s swap of the folder keeps it.
+    """
+    path = lock_path(check_runs_dir(root), check_run_name(run_id))
+    if path in _LOCKS:
+        return path
+    with disk_errors(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(fd, 256).decode(errors="replace").split()
+        os.close(fd)
+        pid, host = (owner + ["?", "?"])[:2]
+        raise LabError(f"Run {Path(root) / run_id} is being written by process {pid} on {host} (lock file "
+                       f"{path.name}); wait for it to finish or stop it, or pick another --name.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} {platform.node() or 'localhost'}\n".encode())
+    _LOCKS[path] = fd
+    return path
+
+
+def unlock_runs(only: Path | None = None) -> None:
+    """Release this process's run locks, or only the lock file ``only`` (the file stays: unlinking it would let
+    two processes lock two different files)."""
+    for path, fd in list(_LOCKS.items()):
+        if only is None or path == only:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            del _LOCKS[path]
+
+
+@contextlib.contextmanager
+def claimed(root: str | Path, run_id: str, overwrite: bool = False, resume: bool = False, main: bool = True):
+    """:func:`claim_run` (on the main process only) for the duration of a trainer; the lock is released after."""
+    if not main:
+        yield Path(root) / run_id
+        return
+    path = claim_run(root, run_id, overwrite, resume)
+    try:
+        yield path
+    finally:
+        unlock_runs(lock_path(root, run_id))
+
+
+def claim_run(root: str | Path, run_id: str, overwrite: bool = False, resume: bool = False) -> Path:
+    """Everything about the run's folder that can refuse it, checked before any model is loaded: the lock,
+    an existing run without ``--overwrite``, ``--resume`` of a run that is missing or finished. Returns
+    the run's path."""
+    if resume and overwrite:
+        raise LabError("--resume continues a run and --overwrite replaces it; pass only one of them.")
+    lock_run(root, run_id)
+    path = Path(root) / run_id
+    recover(Path(root), run_id)
+    if resume:
+        if not (path / CONFIG).is_file():
+            raise LabError(f"Run {path} does not exist, so there is nothing to resume; drop --resume to start it.")
+        if (path / SUMMARY).is_file():
+            raise LabError(f"Run {path} already finished, so there is nothing to resume; pick another --name "
+                           f"to train again.")
+        problems: list[str] = []
+        if not (path / CHECKPOINT).is_file() and not isinstance(_read_json(path / CONFIG, problems), dict):
+            raise LabError(f"Run {path}'s {CONFIG} is damaged (not a readable JSON object) and the run has no "
+                           f"checkpoint to "
+                           f"resume from; start it again with --overwrite instead of --resume.")
+    elif (path / CONFIG).exists() and not overwrite:
+        raise LabError(f"Run {path} already exists; pick another name with --name, or pass --overwrite to "
+                       f"replace it.")
+    return path
+
+
 class RunWriter:
     """Creates a run directory and writes its files atomically."""
 
@@ -189,6 +277,7 @@ class RunWriter:
                  overwrite: bool = False, resume: bool = False):
         self.run_id, self.root = check_run_name(run_id), check_runs_dir(root)
         self.final = self.path = self.root / run_id
+        lock_run(self.root, run_id)
         recover(self.root, run_id)
         if (self.path / CONFIG).exists() and not (overwrite or resume):
             raise LabError(f"Run {self.path} already exists; pick another name with --name, "
@@ -204,9 +293,10 @@ class RunWriter:
         with disk_errors(self.path):
             self.path.mkdir(parents=True, exist_ok=True)
         self.started = time.time()
-        if not resume or not (self.path / CONFIG).exists():
-            atomic_write_json(self.path / CONFIG, {"kind": kind, "run_id": run_id, "seed": seed,
-                                                   "config": config, **provenance()})
+        # a resumed run's config.json is rewritten too: it says what the run really trains (the checkpoint's
+        # settings, which the resumed config has matched), not what a hand edit left there
+        atomic_write_json(self.path / CONFIG, {"kind": kind, "run_id": run_id, "seed": seed, "config": config,
+                                               **provenance()})
 
     def log(self, record: dict) -> None:
         """Append one metrics record (one line, flushed)."""
@@ -245,6 +335,7 @@ class RunWriter:
             shutil.rmtree(aside, ignore_errors=True)
             _STAGED.discard(self)
             self.path, self.staged = self.final, False
+        unlock_runs(lock_path(self.root, self.run_id))
 
     def discard(self) -> None:
         """Drop an unfinished staged --overwrite (the old run it was to replace stays as it was)."""
@@ -261,6 +352,7 @@ def discard_unfinished() -> None:
     """Remove this process's unfinished staged overwrites (the CLI calls it on every exit, atexit too)."""
     for writer in list(_STAGED):
         writer.discard()
+    unlock_runs()
 
 
 atexit.register(discard_unfinished)
@@ -357,8 +449,12 @@ class Run:
         path = self.path / EMBEDDINGS
         if not path.exists():
             raise LabError(f"Run {self.run_id} has no {EMBEDDINGS}; it did not finish its evaluation.")
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (ValueError, OSError, EOFError) as err:
+            raise LabError(f"Run {self.run_id}'s {EMBEDDINGS} cannot be read ({str(err).splitlines()[0][:80].rstrip('.')}); "
+                           f"evaluate the run again or remove the file.") from None
 
 
 def _read_json(path: Path, problems: list[str]):
@@ -401,9 +497,30 @@ def read_run(path: str | Path) -> Run:
                 missing = [k for k in REQUIRED_EMBEDDING_KEYS if k not in data.files]
             if missing:
                 run.problems.append(f"{EMBEDDINGS} lacks {', '.join(missing)}")
+            pickled = pickled_arrays(path / EMBEDDINGS)
+            if pickled:
+                run.problems.append(f"{EMBEDDINGS} holds pickled Python objects ({', '.join(pickled)}), which the "
+                                    f"lab does not load")
         except Exception as err:  # zipfile/ValueError/OSError for damaged files
             run.problems.append(f"{EMBEDDINGS} cannot be read ({type(err).__name__})")
     return run
+
+
+def pickled_arrays(npz: Path) -> list[str]:
+    """The arrays of an ``.npz`` stored as pickled objects, found from their headers alone (nothing is unpickled
+    or loaded whole)."""
+    import zipfile
+
+    found = []
+    with zipfile.ZipFile(npz) as archive:
+        for name in archive.namelist():
+            with archive.open(name) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                if read_header(f)[2].hasobject:
+                    found.append(name.removesuffix(".npy"))
+    return found
 
 
 RUN_FILES = (CONFIG, METRICS, SUMMARY, EMBEDDINGS, str(CHECKPOINT.parent))
@@ -420,7 +537,15 @@ def list_runs(root: str | Path) -> list[Run]:
     if not root.is_dir():
         return []
     return [read_run(p) for p in sorted(root.iterdir())
-            if p.is_dir() and not p.name.startswith((".", "_")) and any((p / f).exists() for f in RUN_FILES)]
+            if p.is_dir() and not p.name.startswith((".", "_")) and stays_inside(p, root)
+            and any((p / f).exists() for f in RUN_FILES)]
+
+
+def stays_inside(path: str | Path, root: str | Path) -> bool:
+    """Whether ``path``, symbolic links resolved, is ``root`` or below it: a run folder linked in from elsewhere
+    is neither listed nor read nor written to (a dashboard's projection cache would land outside the root)."""
+    resolved, root = Path(path).resolve(), Path(root).resolve()
+    return resolved == root or root in resolved.parents
 
 
 def inside_root(path: str | Path, root: str | Path) -> Path:

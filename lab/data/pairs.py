@@ -97,6 +97,26 @@ class ShapesPairs(Dataset):
         return self.__getitems__([index])
 
 
+def check_one_batch(length: int, batch_size: int) -> None:
+    """A fixed dataset holds at least one batch (checked before any teacher cache is built)."""
+    if length < batch_size:
+        raise LabError(f"The dataset has {length} pairs, fewer than one batch of {batch_size}; "
+                       f"lower train.batch_size or add data.")
+
+
+def check_contrastive_batch(batch_size: int) -> None:
+    """A contrastive trainer needs two pairs per batch: with one, the task, CRD and ICL terms are exactly 0."""
+    if batch_size < 2:
+        raise LabError(f"train.batch_size={batch_size} would not train (with one pair per batch the contrastive "
+                       f"terms, task, CRD and ICL, are exactly 0); use at least 2, e.g. train.batch_size=32.")
+
+
+def check_dataset_fits(dataset, batch_size: int) -> None:
+    """:func:`check_one_batch` for a fixed dataset; endless streams and shard streams pass."""
+    if not getattr(dataset, "endless", False) and not hasattr(dataset, "loader") and hasattr(dataset, "__len__"):
+        check_one_batch(len(dataset), batch_size)
+
+
 class StepSampler(Sampler):
     """Yields the index batch of each step from ``start_step`` to ``steps`` (drop-last epochs).
 
@@ -107,9 +127,8 @@ class StepSampler(Sampler):
                  start_step: int = 0, shard: tuple[int, int] = (0, 1)):
         if batch_size <= 0:
             raise LabError("train.batch_size must be positive.")
-        if not endless and length < batch_size:
-            raise LabError(f"The dataset has {length} pairs, fewer than one batch of {batch_size}; "
-                           f"lower train.batch_size or add data.")
+        if not endless:
+            check_one_batch(length, batch_size)
         self.length, self.batch_size, self.steps = length, batch_size, steps
         self.seed, self.endless, self.start_step = seed, endless, start_step
         self.rank, self.world_size = shard

@@ -177,8 +177,10 @@ def _resized(im: Image.Image, image_size: int, crop: np.ndarray | None) -> np.nd
 
 
 def _opened(data: bytes) -> Image.Image:
+    from lab.data.files import to_rgb  # EXIF rotation, 16-bit grey, alpha, CMYK: as for files on disk
+
     with Image.open(io.BytesIO(data)) as im:
-        return im.convert("RGB")
+        return to_rgb(im)
 
 
 def decode_image(data: bytes, image_size: int, crop: np.ndarray | None = None) -> np.ndarray:
@@ -307,8 +309,14 @@ class ShardStream(IterableDataset):
             samples = (s for i in order for s in read_shard(self.paths[i], self.corrupt, problems))
             shuffled = wds.filters.shuffle(bufsize=self.shuffle_buffer, initial=self.shuffle_buffer,
                                            seed=stable_hash(self.seed, epoch, slot))(samples)
+            served = 0
             for raw in shuffled:
+                served += 1
                 yield epoch, raw
+            if not served:  # this stream's shards hold nothing readable: one sentence, never an endless loop
+                raise LabError(f"Shards {', '.join(str(self.paths[i]) for i in order[:3])} hold no readable "
+                               f"image–caption sample" + (f" ({problems[0]})" if problems else "")
+                               + "; repair or remove them, or check data.source.")
             epoch += 1
 
     def __iter__(self):
@@ -368,7 +376,19 @@ def check_config(cfg) -> None:
     if cfg.shuffle_buffer < 1:
         raise LabError("data.shuffle_buffer must be at least 1 (1: no shuffling within a stream).")
     Augmentation.from_config(cfg)
-    shard_paths(cfg.source)
+    check_some_sample(shard_paths(cfg.source), cfg.source)
+
+
+def check_some_sample(paths: list[Path], source: str) -> None:
+    """At least one image–caption sample is readable in the shards (reading stops at the first one), so an
+    empty tar or a file that is no tar is one sentence before any model is loaded, not an endless step 0."""
+    problems: list[str] = []
+    for path in paths:
+        if next(read_shard(path, "skip", problems), None) is not None:
+            return
+    raise LabError(f"The shards of data.source={source} hold no readable image–caption sample"
+                   + (f" (first problem: {problems[0]})" if problems else " (every tar is empty)")
+                   + "; write them again (e.g. with img2dataset --output_format webdataset) or check data.source.")
 
 
 def build_stream(cfg, teacher=None) -> ShardStream:

@@ -96,13 +96,31 @@ class RetrievalSet:
     text_image: list[int]
 
 
+def karpathy_items(images, path: Path, split: str) -> list[dict]:
+    """Karpathy's ``images`` list as ``{"image", "captions"}`` items of one split; a malformed entry is one sentence."""
+    if not isinstance(images, list):
+        raise LabError(f"Retrieval file {path}'s \"images\" is not a list; it must hold Karpathy's image entries.")
+    items = []
+    for i, entry in enumerate(images):
+        if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
+            raise LabError(f"Entry {i} of {path}'s \"images\" has no \"filename\"; fix that entry.")
+        if entry.get("split", split) != split:
+            continue
+        sentences = entry.get("sentences")
+        if not isinstance(sentences, list) or not all(isinstance(s, dict) and "raw" in s for s in sentences):
+            raise LabError(f"Entry {i} of {path}'s \"images\" ({entry['filename']}) has no \"sentences\" list of "
+                           f"{{\"raw\": caption}}; add its captions or remove it.")
+        items.append({"image": str(Path(entry.get("filepath", "")) / entry["filename"]),
+                      "captions": [s["raw"] for s in sentences]})
+    return items
+
+
 def retrieval_set(path: str | Path, split: str = "test") -> RetrievalSet:
     """An image–caption file with several captions per image (see the module docstring)."""
     path = Path(path)
     data = read_json_file(path, "Retrieval file")
     if isinstance(data, dict) and "images" in data:  # Karpathy's dataset_coco.json / dataset_flickr30k.json
-        items = [{"image": str(Path(i.get("filepath", "")) / i["filename"]), "captions": [s["raw"] for s in i["sentences"]]}
-                 for i in data["images"] if i.get("split", split) == split]
+        items = karpathy_items(data["images"], path, split)
     elif isinstance(data, list):
         items = data
     else:
@@ -110,6 +128,9 @@ def retrieval_set(path: str | Path, split: str = "test") -> RetrievalSet:
                        f"{{\"images\": [...]}} layout.")
     paths, captions, text_image = [], [], []
     for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("image"), str):
+            raise LabError(f"Item {i} of {path} is not an {{\"image\": PATH, \"captions\": [...]}} object "
+                           f"(got {type(item).__name__}); fix that item.")
         if not item.get("captions"):
             raise LabError(f"Item {i} of {path} ({item.get('image')}) has no captions; add some or remove it.")
         paths.append(path.parent / item["image"])

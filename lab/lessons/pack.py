@@ -9,7 +9,9 @@ lessons at it, so a finished run is reused instead of trained again::
 
 from __future__ import annotations
 
+import gzip
 import tarfile
+import zlib
 from pathlib import Path
 
 from lab import runs
@@ -43,6 +45,13 @@ def unpack(archive: Path, runs_dir: Path) -> list[str]:
     if not Path(archive).is_file():
         raise LabError(f"No runs pack at {archive}; make one with `python -m lab lessons pack`.")
     Path(runs_dir).mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(runs_dir, filter="data")
-        return sorted({Path(name).parts[0] for name in tar.getnames()})
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            names = tar.getnames()  # every header read before anything is written: most damage shows here
+            tar.extractall(runs_dir, filter="data")
+    except tarfile.FilterError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise LabError(f"The runs pack {archive} is damaged ({type(err).__name__}: {str(err)[:60].rstrip('.')}); "
+                       f"copy it again or make a new one with `python -m lab lessons pack`.") from None
+    return sorted({Path(name).parts[0] for name in names})

@@ -96,7 +96,24 @@ NOT_EXPORTED = ("the objective's learned parts — projection heads that map the
                 "the student")
 
 
-def export_open_clip(run_path: str | Path, out_dir: str | Path, onnx: bool = False) -> dict:
+def check_exportable(run: runs.Run, out: Path, overwrite: bool) -> None:
+    """Before anything is loaded or written: a finished, readable run, and an empty (or new) folder unless
+    ``overwrite`` (another model's files are never replaced without a word)."""
+    if not run.path.is_dir():
+        raise LabError(f"Run {run.path} does not exist; pass a run directory.")
+    if run.problems:
+        raise LabError(f"Run {run.path} cannot be exported: {run.problems[0]}; repair or retrain it.")
+    if run.summary is None:
+        raise LabError(f"Run {run.path} did not finish (no summary.json), so its card would have no metrics; "
+                       f"finish it with --resume --name {run.run_id} first.")
+    if out.exists() and not out.is_dir():
+        raise LabError(f"{out} is a file, not a folder; pass a folder for the export.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise LabError(f"{out} is not empty ({', '.join(sorted(p.name for p in out.iterdir())[:3])} …); export into "
+                       f"an empty or new folder, or pass --overwrite to replace the files there.")
+
+
+def export_open_clip(run_path: str | Path, out_dir: str | Path, onnx: bool = False, overwrite: bool = False) -> dict:
     """The run's student in open_clip's hub layout, loadable offline with
     ``open_clip.create_model_and_transforms("local-dir:OUT_DIR")``, plus ``MODEL_CARD.md`` / ``model_card.json``
     and, with ``onnx``, the ONNX image and text encoders (checked against PyTorch)."""
@@ -104,6 +121,7 @@ def export_open_clip(run_path: str | Path, out_dir: str | Path, onnx: bool = Fal
     from open_clip.push_to_hf_hub import save_config_for_hf
 
     run = runs.read_run(run_path)
+    check_exportable(run, Path(out_dir), overwrite)
     student = zoo.load(run.path)
     model_cfg = open_clip.get_model_config(student.arch)
     if model_cfg is None:

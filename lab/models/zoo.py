@@ -97,9 +97,27 @@ def _check_arch(arch: str) -> None:
                        f"architecture such as ViT-B-32 (full list: open_clip.list_models()).")
 
 
+def _offline_tag_missing(arch: str, tag: str) -> bool:
+    """True when HF_HUB_OFFLINE is set and a known tag's weights are not in the local Hugging Face cache: the
+    sentence comes at once, before a model is built and before open_clip's download attempt logs an error."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if not constants.HF_HUB_OFFLINE or tag not in open_clip.list_pretrained_tags_by_model(arch):
+        return False
+    hub = open_clip.get_pretrained_cfg(arch, tag).get("hf_hub", "")
+    if not hub:
+        return False  # a URL download (open_clip's own cache): left to open_clip
+    repo, filename = os.path.split(hub)  # "org/model/" (default file names) or "org/model/file.bin"
+    names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    return not any(isinstance(try_to_load_from_cache(repo, name), str) for name in names)
+
+
 def create(arch: str, pretrained: str | None = None, device: str = "cpu") -> ClipModel:
     """Build an open_clip model, randomly initialised or with pretrained weights (tag or file)."""
     _check_arch(arch)
+    if pretrained and not os.path.isfile(pretrained) and _offline_tag_missing(arch, pretrained):
+        raise LabError(f"Pretrained weights {arch}:{pretrained} are not available offline; download them once "
+                       f"with network access (unset HF_HUB_OFFLINE) or pass a local file as {arch}:/path/to/weights.pt.")
     logging.disable(logging.WARNING)  # open_clip warns on every random init
     try:  # open_clip reads a checkpoint file with torch.load(weights_only=True) or safetensors
         model = open_clip.create_model(arch, pretrained=pretrained, device=device, weights_only=True)
@@ -125,9 +143,11 @@ def create(arch: str, pretrained: str | None = None, device: str = "cpu") -> Cli
 def _mismatch(arch: str, path, err: Exception, cause: str = "") -> LabError:
     first = str(err).strip().splitlines()
     detail = next((line.strip() for line in first if "size mismatch" in line or "Missing key" in line), first[0] if first else "")
+    if len(detail) > 160:  # shortened at a word, never mid-word
+        detail = detail[:160].rsplit(" ", 1)[0].rstrip(",") + " …"
     fix = ("pass the architecture it was trained with" if not cause or "architecture" in cause
            else "re-save it as the model's own state dict")
-    return LabError(f"Checkpoint {path} does not match architecture {arch} ({detail[:160].rstrip('.')}); "
+    return LabError(f"Checkpoint {path} does not match architecture {arch} ({detail.rstrip('.')}); "
                     f"{cause + ', so ' if cause else ''}{fix}.")
 
 
@@ -204,6 +224,9 @@ def unreadable_checkpoint(path, err: Exception) -> LabError:
     if "Unsupported global" in str(err):
         return LabError(f"Checkpoint {path} holds pickled Python objects, which the lab refuses to load because "
                         f"they could run code; re-save it as a plain state dict of tensors or as safetensors.")
+    if isinstance(err, (EOFError, OSError)) or "zip archive" in str(err) or "central directory" in str(err):
+        return LabError(f"Checkpoint {path} is truncated or unreadable ({type(err).__name__}: the file ends early or "
+                        f"its archive is damaged); copy or download it again.")
     return LabError(f"Checkpoint {path} is corrupt or not a safe (weights-only) checkpoint ({type(err).__name__}); "
                     f"re-create it with the lab.")
 
@@ -220,6 +243,48 @@ def load_training_checkpoint(path: str | Path) -> dict:
 
 CHECKPOINT_SUFFIXES = (".pt", ".safetensors", ".bin", ".pth")
 
+# --------------------------------------------------------------------------- checkpoints from other training code
+
+# Where other trainers keep the model's state dict: open_clip_train's epoch_N.pt and Lightning ("state_dict"),
+# plain nesting ("model", "module"), then EMA copies (timm's "state_dict_ema", "model_ema", ...), in this order.
+STATE_DICT_KEYS = ("state_dict", "model", "module", "state_dict_ema", "model_ema", "ema_state_dict", "ema")
+# Prefixes every key may share: DDP/DataParallel, torch.compile, a Lightning module's attribute.
+FOREIGN_PREFIXES = (*WRAPPER_PREFIXES, "model.")
+
+
+def foreign_state_dict(obj, path) -> dict:
+    """The model's state dict inside a checkpoint written by other training code (one sentence if none)."""
+    if isinstance(obj, dict) and obj and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        nested = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), dict) and obj[k]), None)
+        if nested is None:
+            raise LabError(f"Checkpoint {path} holds no model state dict (its keys: {', '.join(map(str, obj))[:120]}); "
+                           f"re-save the model's state_dict() alone.")
+        obj = nested
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise LabError(f"Checkpoint {path} is not a state dict of tensors; re-save the model's state_dict() alone.")
+    changed = True
+    while changed:
+        changed = False
+        for prefix in FOREIGN_PREFIXES:
+            if all(k.startswith(prefix) for k in obj):
+                obj, changed = {k[len(prefix):]: v for k, v in obj.items()}, True
+    return obj
+
+
+def load_foreign(arch: str, path: Path, device: str = "cpu") -> ClipModel:
+    """``ARCH:/path/to/file.pt``: open_clip weights as another trainer saved them — torch.compile's
+    ``_orig_mod.``, DDP's ``module.``, Lightning's ``{"state_dict": {"model.…"}}``, an EMA copy, open_clip_train's
+    ``epoch_N.pt`` — read without running code; what our unwrapping cannot load goes through open_clip's own
+    reader (its conversions of older layouts), and what neither loads is one sentence."""
+    state = foreign_state_dict(load_training_checkpoint(path), path)  # truncated or pickled: one sentence
+    try:
+        return _load_state(create(arch, device=device), state, path)
+    except LabError as ours:
+        try:
+            return create(arch, str(path), device=device)
+        except LabError:
+            raise ours from None
+
 
 def load(spec: str | Path, device: str = "cpu") -> ClipModel:
     """Load a model from a spec string (see the module docstring)."""
@@ -231,6 +296,8 @@ def load(spec: str | Path, device: str = "cpu") -> ClipModel:
             return load_weights(pretrained, arch=arch, device=device)
         if Path(pretrained).suffix in CHECKPOINT_SUFFIXES and not Path(pretrained).is_file():
             raise LabError(f"Checkpoint {pretrained} does not exist; check the path.")
+        if Path(pretrained).is_file():
+            return load_foreign(arch, Path(pretrained), device=device)
         return create(arch, pretrained or None, device=device)
     if path.is_dir():
         candidates = [path / "checkpoints" / "last.pt", path / "model.safetensors"]

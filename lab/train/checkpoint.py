@@ -28,7 +28,8 @@ from lab.train import dist
 from lab.train.loop import Trainer, rng_states, seed_everything, set_rng_states
 
 # Settings a resumed run may change: where and how fast it runs, not what it computes.
-RESUME_FREE_KEYS = ("train.device", "train.threads", "train.compile", "data.workers", "cache_dir")
+RESUME_FREE_KEYS = ("train.device", "train.threads", "train.compile", "data.workers", "cache_dir",
+                    "eval.per_style")  # the final evaluation's size (0: none) does not change the training
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -72,7 +73,7 @@ def open_run(runs_dir: str | Path, run_id: str, kind: str, config: dict, setting
             checkpoint = _resumable_checkpoint(path)
             started_with = checkpoint.get("config", {})
         else:
-            started_with = json.loads((path / runs.CONFIG).read_text()).get("config", {})
+            started_with = _started_with(path)
         check_same_settings(started_with, settings, path)
     if not ctx.is_main:
         return runs.SilentWriter(runs_dir, run_id), checkpoint
@@ -80,6 +81,21 @@ def open_run(runs_dir: str | Path, run_id: str, kind: str, config: dict, setting
     if resume:
         writer.truncate_metrics(int(checkpoint["step"]) if checkpoint else 0)
     return writer, checkpoint
+
+
+def _started_with(run: Path) -> dict:
+    """The settings a run without a checkpoint was started with, from its ``config.json`` (one sentence if
+    it is damaged; with a checkpoint the checkpoint's own settings are used and config.json is rewritten)."""
+    try:
+        recorded = json.loads((run / runs.CONFIG).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise LabError(f"Run {run}'s {runs.CONFIG} is damaged ({type(err).__name__}) and the run has no checkpoint "
+                       f"to resume from; start it again with --overwrite instead of --resume.") from None
+    config = recorded.get("config") if isinstance(recorded, dict) else None
+    if not isinstance(config, dict):
+        raise LabError(f"Run {run}'s {runs.CONFIG} holds no settings and the run has no checkpoint to resume "
+                       f"from; start it again with --overwrite instead of --resume.")
+    return config
 
 
 def _resumable_checkpoint(run: Path) -> dict:

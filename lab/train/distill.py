@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from lab import runs
 from lab.config import apply_overrides, to_dict
-from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
+from lab.data.pairs import (DataConfig, build_pairs, check_contrastive_batch, check_dataset_fits, step_batches,
+                            to_tensors)
 from lab.data.shards import DamageReport, ShardStream, check_resume
 from lab.data.shards import check_config as check_shards
 from lab.data.shards import is_shard_source, shard_paths
@@ -223,12 +224,14 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     teacher_names = [t.strip() for t in cfg.teacher.split(",") if t.strip()]
     if not teacher_names:
         raise LabError("teacher is empty; name one (shipped) or an ensemble (shipped,runs/OTHER).")
-    objective_probe = Objective(cfg.loss, 1, 1, cfg.weights, cfg.variant, ensemble_average=cfg.ensemble_average,
+    check_contrastive_batch(cfg.train.batch_size)
+    objective_probe = Objective(cfg.loss, 1, 1, cfg.weights, cfg.variant, projection_point=cfg.projection,
+                                ensemble_average=cfg.ensemble_average,
                                 task_weight=cfg.task_weight)  # bad names and weights, before any model loads
     if len(teacher_names) > 1 and not any(n in ("mobileclip", "siglipkd") for n in objective_probe.names):
         raise LabError(f"An ensemble of {len(teacher_names)} teachers needs an ensemble term (--loss mobileclip or "
                        f"siglipkd); the other terms read one teacher.")
-    check_shards(cfg.data)
+    check_shards(cfg.data)  # webdataset settings and files, before any model is loaded
     reinforced = is_shard_source(cfg.data.source) and is_reinforced(shard_paths(cfg.data.source)[0])
     if cfg.synthetic != "off" and cfg.data.source != "shapes" and not reinforced:
         raise LabError("synthetic captions come from ShapesWorld's captioner or from DataCompDR-layout shards; use "
@@ -236,7 +239,14 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     if reinforced and cfg.synthetic == "mix":
         raise LabError("synthetic=mix is not implemented for DataCompDR-layout shards yet; use synthetic=both or off.")
     benchmarks = benchmark_specs(cfg.eval.benchmarks)
-    check_shards(cfg.data)  # webdataset settings and files, before any model is loaded
+    with runs.claimed(runs_dir, run_id, overwrite, resume, main=dist.from_env().is_main):  # one writer per run
+        return _distill(cfg, run_id, runs_dir, overwrite, resume, benchmarks, teacher_names, reinforced)
+
+
+def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: bool, resume: bool,
+             benchmarks: list, teacher_names: list[str], reinforced: bool) -> Path:
+    dataset = build_pairs(cfg.data)  # the data's own refusals (and a too-small set) before any model or cache
+    check_dataset_fits(dataset, cfg.train.batch_size)
     device, ctx = start_processes(cfg.train)
     seed_everything(cfg.train.seed)
     student = zoo.load_student(cfg.student, cfg.train.seed, device=str(device))  # before the teacher: one start per seed
@@ -248,13 +258,17 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     dist.broadcast_from_main([student.model, objective], ctx)
     if ctx.enabled:
         seed_everything(cfg.train.seed + ctx.rank)  # per-rank streams for anything random inside a step
-    dataset = build_pairs(cfg.data)
-    cached = None
+    cached, teacher_mode = None, cfg.teacher_mode
     if reinforced:  # DataCompDR's layout: the crops and the ensemble's embeddings are in the shards
         dataset.teacher = DRTeacher.open(dataset.paths, cfg.dr_teacher_dims, cfg.train.seed)
         dataset.augmentation = dc_replace(dataset.augmentation, kind="crop", count=dataset.teacher.k)
     elif cfg.teacher_mode == "cache" and isinstance(dataset, ShardStream):  # K crops' embeddings beside the shards
-        dataset.teacher = ShardTeacher.open(teacher, dataset.paths, dataset.augmentation, cfg.data.image_size)
+        dataset.teacher = ShardTeacher.open_or_none(teacher, dataset.paths, dataset.augmentation, cfg.data.image_size)
+        if dataset.teacher is None:  # plain shards, as open_clip users bring them: the teacher runs online
+            teacher_mode = "online"
+            if ctx.is_main:
+                print("no teacher cache beside the shards: the teacher runs online at every step (run `python -m "
+                      "lab cache-teacher` first to train from a cache)")
     elif cfg.teacher_mode == "cache":
         if getattr(dataset, "endless", False):
             raise LabError("The teacher cache needs a fixed dataset (data.size > 0); use teacher_mode=online "
@@ -337,7 +351,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     logger.close(metrics)
     writer.finish({
         **metrics, **damaged, "formula": objective.formula(), "params": student.num_parameters(),
-        "teacher_params": teacher.num_parameters(), "teacher_mode": cfg.teacher_mode,
+        "teacher_params": teacher.num_parameters(), "teacher_mode": teacher_mode,
         "wall_time_s": stats.wall_time_s, "eval_time_s": time.perf_counter() - t0,
         "mean_step_s": stats.mean_step_s, "mean_data_s": stats.mean_data_s, "images_per_s": stats.images_per_s,
         "steps": stats.steps, "processes": ctx.world_size, "precision": cfg.train.precision,

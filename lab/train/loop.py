@@ -84,15 +84,16 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, key: str = "train.device") -> torch.device:
+    """The torch device ``name`` names; ``key`` is the setting a refusal names (cache-teacher's is ``device``)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise LabError(f"train.device={name} but no CUDA GPU is visible; use train.device=cpu or auto.")
+        raise LabError(f"{key}={name} but no CUDA GPU is visible; use {key}=cpu or auto.")
     try:
         return torch.device(name)
     except RuntimeError as err:
-        raise LabError(f"Unknown train.device '{name}'; use auto, cpu or cuda.") from err
+        raise LabError(f"Unknown {key} '{name}'; use auto, cpu or cuda.") from err
 
 
 def start_processes(cfg: TrainConfig) -> tuple[torch.device, dist.Context]:

@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 
 from lab.config import apply_overrides, to_dict
-from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
+from lab import runs
+from lab.data.pairs import (DataConfig, build_pairs, check_contrastive_batch, check_dataset_fits, step_batches,
+                            to_tensors)
 from lab.errors import LabError
 from lab.eval.probe import Probe
 from lab.eval.suite import EvalConfig, evaluate
@@ -53,16 +55,26 @@ def clamp_logit_scale(model) -> None:
 
 def pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path = "runs", overwrite: bool = False,
              resume: bool = False) -> Path:
-    """Train, evaluate and write a run directory; returns its path. ``resume`` continues ``run_id``."""
+    """Train, evaluate and write a run directory; returns its path. ``resume`` continues ``run_id``.
+
+    ``eval.per_style=0`` skips the ShapesWorld evaluation, as in ``distill``."""
     device = resolve_device(cfg.train.device)
     check_precision(cfg.train.precision, device)
+    check_contrastive_batch(cfg.train.batch_size)
+    with runs.claimed(runs_dir, run_id, overwrite, resume):  # one writer per run, before any model is loaded
+        return _pretrain(cfg, run_id, runs_dir, overwrite, resume, device)
+
+
+def _pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path, overwrite: bool, resume: bool,
+              device: torch.device) -> Path:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    dataset = build_pairs(cfg.data)  # the data's own refusals before any model is loaded
+    check_dataset_fits(dataset, cfg.train.batch_size)
     seed_everything(cfg.train.seed)
     clip = zoo.load_student(cfg.model, cfg.train.seed, device=str(device))
     reference = zoo.load(zoo.SHIPPED_TEACHER if cfg.reference_teacher == "shipped" else cfg.reference_teacher,
                          device=str(device)) if cfg.reference_teacher else None
-    dataset = build_pairs(cfg.data)
     writer, checkpoint = open_run(runs_dir, run_id, "pretrain", to_dict(cfg), to_dict(cfg), cfg.train.seed,
                                   overwrite, resume)
     if cfg.train.compile:
@@ -96,8 +108,10 @@ def pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path = "runs", ov
                         every={cfg.train.eval_every: probe_eval}, checkpoint=save)
     save()
     t0 = time.perf_counter()
-    metrics, arrays = evaluate(clip, cfg.eval, teacher=reference)
-    writer.save_embeddings(arrays)
+    metrics = {}
+    if cfg.eval.per_style:
+        metrics, arrays = evaluate(clip, cfg.eval, teacher=reference)
+        writer.save_embeddings(arrays)
     writer.finish({
         **metrics,
         "params": clip.num_parameters(),

@@ -236,6 +236,12 @@ def prompt_distill(cfg: PromptDistillConfig, run_id: str, runs_dir: str | Path =
     checkpoint (stage 1 is read from its cache). Under torchrun, stage 2 runs on every process."""
     setup = protocol_setup(cfg)
     runs_dir = Path(runs_dir)
+    with runs.claimed(runs_dir, run_id, overwrite, resume, main=dist.from_env().is_main):  # one writer per run
+        return _prompt_distill(cfg, setup, run_id, runs_dir, overwrite, resume)
+
+
+def _prompt_distill(cfg: PromptDistillConfig, setup: Setup, run_id: str, runs_dir: Path, overwrite: bool,
+                    resume: bool) -> Path:
     device, ctx = start_processes(cfg.train)
     student_clip = zoo.load(_student_spec(cfg, runs_dir), device=str(device))
     seed_everything(cfg.train.seed)

@@ -21,6 +21,7 @@ shard by shard. ``data.augment=none`` stores one embedding of the centre crop pe
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -100,6 +101,16 @@ class ShardTeacher:
                                f"or use teacher_mode=online.")
             files[str(shard)] = path
         return cls(files)
+
+    @classmethod
+    def open_or_none(cls, teacher, shards: list[Path], augmentation: Augmentation,
+                     image_size: int) -> "ShardTeacher | None":
+        """:meth:`open`, or None when no shard has a teacher cache of any teacher or settings beside it (plain
+        shards, as open_clip users bring them: the caller runs the teacher online); caches for other settings,
+        or beside some shards only, are still the sentence of :meth:`open` (cache-teacher was likely forgotten)."""
+        if not any(any(s.parent.glob(f"{glob.escape(s.stem)}.teacher-*{SUFFIX}")) for s in shards):
+            return None
+        return cls.open(teacher, shards, augmentation, image_size)
 
     def _entry(self, shard: str) -> tuple[dict, dict]:
         if shard not in self._open:
@@ -253,7 +264,7 @@ def run(cfg: CacheTeacherConfig, progress=print) -> dict:
     shards = shard_paths(cfg.data.source)
     augmentation = Augmentation.from_config(cfg.data)
     crops_per_image(augmentation)  # K >= 1, before the teacher is loaded
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, key="device")
     ctx = dist.init(device)
     device = dist.local_device(device, ctx)
     if cfg.threads:
