@@ -32,6 +32,7 @@ from lab.eval.suite import EvalConfig, encode_texts, evaluate
 from lab.losses.functional import clip_loss, masked_encode_image
 from lab.losses.objective import Embeddings, Objective
 from lab.models import zoo
+from lab.models.inherit import check_init, initialise
 from lab.models.prompts import encode_text_batches, trim_padding
 from lab.train import dist
 from lab.train.cache import TeacherCache
@@ -56,6 +57,7 @@ class DistillConfig:
 
     student: str = "shapes-student"
     teacher: str = "shipped"
+    init: str = "random"  # or inherit: TinyCLIP's manual weight inheritance from the teacher (lab.models.inherit)
     loss: str = "clipkd"
     weights: str = ""
     variant: str = "paper"
@@ -153,12 +155,14 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     cfg.teacher_mode = TEACHER_MODE_ALIASES.get(cfg.teacher_mode, cfg.teacher_mode)
     _check_choice("teacher_mode", cfg.teacher_mode, TEACHER_MODES)
     _check_choice("mfd_input", cfg.mfd_input, MFD_INPUTS)
+    check_init(cfg.init)
     benchmarks = benchmark_specs(cfg.eval.benchmarks)
     check_shards(cfg.data)  # webdataset settings and files, before any model is loaded
     device, ctx = start_processes(cfg.train)
     seed_everything(cfg.train.seed)
     student = zoo.load_student(cfg.student, cfg.train.seed, device=str(device))  # before the teacher: one start per seed
     teacher = zoo.load_teacher(cfg.teacher, str(device))
+    initialise(student, cfg.init, teacher)  # after the seed's draw: init=random rows are unchanged
     objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant,
                           projection_point=cfg.projection).to(device)
     dist.broadcast_from_main([student.model, objective], ctx)

@@ -19,6 +19,7 @@ from lab.eval.probe import Probe
 from lab.eval.suite import EvalConfig, evaluate
 from lab.losses.functional import clip_loss
 from lab.models import zoo
+from lab.models.inherit import check_init, initialise
 from lab.train.checkpoint import open_run, restore, training_state
 from lab.train.loop import Trainer, TrainConfig, check_precision, compile_towers, resolve_device, seed_everything
 from lab.train.presets import PRESETS
@@ -31,6 +32,7 @@ class PretrainConfig:
     """A CLIP trained from scratch on image–caption pairs with the task loss alone."""
 
     model: str = "shapes-student"
+    init: str = "random"  # or inherit[:SPEC]: TinyCLIP's weight inheritance (default: the shipped teacher)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -58,8 +60,10 @@ def pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path = "runs", ov
     check_precision(cfg.train.precision, device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    check_init(cfg.init)
     seed_everything(cfg.train.seed)
     clip = zoo.load_student(cfg.model, cfg.train.seed, device=str(device))
+    initialise(clip, cfg.init)
     reference = zoo.load(zoo.SHIPPED_TEACHER if cfg.reference_teacher == "shipped" else cfg.reference_teacher,
                          device=str(device)) if cfg.reference_teacher else None
     dataset = build_pairs(cfg.data)
