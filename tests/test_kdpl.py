@@ -85,3 +85,46 @@ def test_parity_with_official_kdpl():
         g_official = torch.autograd.grad(seen["loss"], s_full)[0]
         g_mine = torch.autograd.grad(mine, s_full)[0]
         assert torch.allclose(g_official, g_mine, atol=1e-6)
+
+
+SMOKE = ["train.steps=4", "train.batch_size=16", "data.size=64", "eval.per_style=32", "train.log_every=2"]
+
+
+@pytest.mark.parametrize("settings, headline", [
+    (["method=kdpl"], "hm"),
+    (["method=kdpl", "class_agnostic=true", "kdpl_k=8", "protocol=cross", "label_space=shape"], "top1"),
+])
+def test_kdpl_on_the_prompt_pipeline(settings, headline, smoke_run, tmp_path_factory):
+    """KDPL end to end: no stage 1 (no labels), the kdpl term logged, every reported number present."""
+    from lab import runs
+    from lab.train.prompt_distill import default_config, prompt_distill
+
+    cfg = default_config([f"student={smoke_run}", *SMOKE, *settings])
+    run = runs.read_run(prompt_distill(cfg, "run", tmp_path_factory.mktemp("kdpl")))
+    assert run.complete, run.problems
+    assert {headline, f"teacher/{headline}", f"student_zeroshot/{headline}"} <= set(run.summary)
+    logged = run.metrics()
+    assert any("kdpl" in r for r in logged) and not any("stage1/ce" in r for r in logged)
+
+
+def test_kdpl_trains_only_the_vision_prompts_and_uses_the_students_scale():
+    from lab.models import zoo
+    from lab.train import prompt_kdpl as KD
+    from lab.train.prompt_distill import Student, default_config, stage_two_terms
+
+    clip = zoo.create("shapes-student")
+    cfg = default_config(["method=kdpl", "kdpl_k=3"])
+    student = Student(clip, 256, cfg)
+    assert [n for n, p in student.named_parameters() if p.requires_grad] == ["prompts.tokens"]
+    assert student.scale == pytest.approx(clip.model.logit_scale.exp().item())
+    g = torch.Generator().manual_seed(0)
+    z, u_t = torch.randn(5, 128, generator=g), F.normalize(torch.randn(5, 256, generator=g), dim=1)
+    names = KD.dictionary()
+    s_cls, t_cls = F.normalize(torch.randn(len(names), 128, generator=g), dim=1), \
+        F.normalize(torch.randn(len(names), 256, generator=g), dim=1)
+    term = stage_two_terms(cfg, student, z, u_t, s_cls, t_cls)["kdpl"]
+    q_t = student.scale * u_t @ t_cls.T
+    keep = K.kdpl_classes(q_t, 3)
+    q_s = student.scale * F.normalize(z, dim=1) @ s_cls.T
+    assert term.item() == pytest.approx(K.kdpl_loss(q_s[:, keep], q_t[:, keep]).item(), rel=1e-6)
+    assert len(names) == len(set(names)) == 83  # every ShapesWorld class name once
