@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="", help="also write the benchmark records to this JSON file")
 
     p = sub.add_parser("sweep", help="train a named ablation grid over seeds (resumable) and write its tables")
-    p.add_argument("--grid", required=True, help="clipkd, cliprd, core, comkd or promptkd-vs-comkd")
+    p.add_argument("--grid", required=True, help="clipkd, cliprd, core, comkd, promptkd-vs-comkd, inherit, curation or kdpl")
     p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0 … K-1 (default 1)")
     p.add_argument("--scale", default="full", help="full (default), demo (minutes per grid) or fast (seconds per run)")
     p.add_argument("--fast", action="store_true", help="same as --scale fast (tests and smoke checks)")

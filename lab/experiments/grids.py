@@ -22,7 +22,9 @@ class Row:
 
     @property
     def slug(self) -> str:
-        return (f"kd-{self.loss}" + (f"-{self.tag}" if self.tag else "")) if self.loss else "nokd"
+        if not self.loss:  # the no-KD student, or a distill run with no KD term (ACID alone: tag "acid")
+            return self.tag or "nokd"
+        return f"kd-{self.loss}" + (f"-{self.tag}" if self.tag else "")
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,10 @@ GRIDS: dict[str, list] = {
     "inherit": [NO_KD, Row("inherit + AM", "am", _INHERIT, "inherit"),
                 Row("inherit + CLIP-KD recipe", "crd+icl+fd", _INHERIT, "inherit"),
                 Row("random init + AM", "am"), CLIPKD],
+    # ACID / ACED (paper-level: no official code): the sub-batch chosen by learnability (lab.data.curation), alone,
+    # with the softmax KD term (ACED = ACID + crd), against KD alone.
+    "curation": [NO_KD, Row("ACID (curation alone)", "", ("curation=acid",), "acid"), Row("KD alone (crd)", "crd"),
+                 Row("ACED (ACID + crd)", "crd", ("curation=acid",), "aced")],
     # KDPL's label-free prompt distillation beside PromptKD and ComKD-CLIP (lab.train.prompt_kdpl).
     "kdpl": _kdpl_grid(),
     # The headline pair alone (the same runs as comkd's first two rows), for a many-seed paired comparison.

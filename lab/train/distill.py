@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from lab import runs
 from lab.config import apply_overrides, to_dict
+from lab.data.curation import joint_sample, learnability, super_batch_size
 from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
 from lab.data.shards import DamageReport, ShardStream, check_resume
 from lab.data.shards import check_config as check_shards
@@ -65,6 +66,11 @@ class DistillConfig:
     mfd_input: str = "masked"
     projection: str = "after"  # or before: CLIP-RD's official reading (lab.losses.objective.PROJECTION_POINTS)
     teacher_mode: str = "cache"
+    # ACID (paper-level: no official code): train on the most learnable sub-batch of a super-batch
+    # (lab.data.curation); "" off. ACED = curation=acid plus loss=crd.
+    curation: str = ""
+    curation_filter: float = 0.8  # the share of the super-batch left out: 0.8 draws 5× the batch
+    curation_chunks: int = 16  # JEST's chunks of the joint sampling
     cache_dir: str = ""  # default: <runs_dir>/.cache/teacher
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -77,6 +83,28 @@ def default_config(overrides: list[str] | dict | None = None) -> DistillConfig:
     cfg = apply_overrides(apply_overrides(DistillConfig(), budget), overrides)
     cfg.teacher_mode = TEACHER_MODE_ALIASES.get(cfg.teacher_mode, cfg.teacher_mode)  # config.json says "cache"
     return cfg
+
+
+CURATIONS = ("", "acid")
+
+
+class Curator:
+    """ACID's choice of the sub-batch (lab.data.curation): the student's and the teacher's loss matrices on the
+    super-batch, no gradient, then JEST's chunked joint sampling of their difference."""
+
+    def __init__(self, step: "DistillStep", batch_size: int, chunks: int, seed: int):
+        self.step, self.batch_size, self.chunks = step, batch_size, chunks
+        self.generator = torch.Generator().manual_seed(seed + 7919)
+
+    @torch.no_grad()
+    def __call__(self, batch):
+        student = self.step.student
+        images, tokens = to_tensors(batch, student)
+        learner = (student.model.encode_image(images, normalize=True), student.model.encode_text(tokens, normalize=True),
+                   student.model.logit_scale.exp())
+        reference = self.step.teacher_outputs(batch, images)  # the teacher's own embeddings and scale
+        chosen = joint_sample(learnability(learner, reference), self.batch_size, self.chunks, self.generator)
+        return batch.subset(chosen.cpu().numpy())
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -119,8 +147,12 @@ class DistillStep:
                     teacher.model.encode_text(teacher.tokenize(batch.captions), normalize=True),
                     teacher.model.logit_scale.exp())
 
+    curator: Curator | None = None  # ACID: the sub-batch is chosen from the super-batch the loader gives
+
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         model, objective, ctx = self.student.model, self.objective, self.ctx
+        if self.curator is not None:
+            batch = self.curator(batch)
         images, tokens = to_tensors(batch, self.student)
         masked_raw = None
         if objective.needs_masked_images:
@@ -156,9 +188,14 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     _check_choice("teacher_mode", cfg.teacher_mode, TEACHER_MODES)
     _check_choice("mfd_input", cfg.mfd_input, MFD_INPUTS)
     check_init(cfg.init)
+    _check_choice("curation", cfg.curation, CURATIONS)
+    load_batch = super_batch_size(cfg.train.batch_size, cfg.curation_filter) if cfg.curation else cfg.train.batch_size
     benchmarks = benchmark_specs(cfg.eval.benchmarks)
     check_shards(cfg.data)  # webdataset settings and files, before any model is loaded
     device, ctx = start_processes(cfg.train)
+    if cfg.curation and ctx.enabled:
+        raise LabError("curation=acid runs on one process (its sampler sees the whole super-batch); "
+                       "run it without torchrun.")
     seed_everything(cfg.train.seed)
     student = zoo.load_student(cfg.student, cfg.train.seed, device=str(device))  # before the teacher: one start per seed
     teacher = zoo.load_teacher(cfg.teacher, str(device))
@@ -195,9 +232,13 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     classnames = label_space(cfg.eval.label_space).classnames
     step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed,
                           cfg.mfd_input, ctx)
+    generators = {"mfd": step_fn.generator}
+    if cfg.curation:
+        step_fn.curator = Curator(step_fn, cfg.train.batch_size, cfg.curation_chunks, cfg.train.seed)
+        generators["curation"] = step_fn.curator.generator
     if checkpoint is not None:
         restore(checkpoint, trainer, {"model": student.model.load_state_dict, "objective": objective.load_state_dict},
-                {"mfd": step_fn.generator}, ctx)
+                generators, ctx)
         check_resume(checkpoint["config"], cfg)
         if ctx.is_main:
             print(f"resuming {run_id} at step {trainer.step} of {cfg.train.steps}")
@@ -218,10 +259,10 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
         if ctx.is_main:
             writer.save_checkpoint(training_state(
                 trainer, {"model": student.model.state_dict(), "objective": objective.state_dict()}, to_dict(cfg),
-                {"mfd": step_fn.generator}, arch=student.arch))
+                generators, arch=student.arch))
 
     damage = DamageReport()
-    batches = damage.track(step_batches(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed,
+    batches = damage.track(step_batches(dataset, load_batch, cfg.train.steps, cfg.train.seed,
                                         trainer.step, cfg.data.workers, (ctx.rank, ctx.world_size)))
     stats = trainer.fit(batches, step_fn, after_step=after_step, every={cfg.train.eval_every: probe_eval},
                         checkpoint=save)
