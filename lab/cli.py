@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time the prompt-distillation stage-2 step (PromptKD, ComKD-CLIP) instead")
     p.add_argument("--scaling", action="store_true",
                    help="time the loss terms alone over batch sizes and widths, and the data generation, instead")
+    p.add_argument("--curation", action="store_true",
+                   help="time ACID's scoring forwards: no KD, KD alone, ACID, ACED (super-batch 5x), instead")
     p.add_argument("--dashboard", action="store_true",
                    help="time switching the dashboard's pages and runs in headless Chromium (runs of 5,120 "
                         "embedded items), instead")
@@ -363,6 +365,13 @@ def _bench(args, emit) -> int:
         if name not in RECIPES and name != MFD_BOTH:
             parse_terms(name)  # unknown names fail with the valid list
     progress = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if args.curation:
+        from lab.bench.curation import curation_costs, format_curation
+
+        batch = args.batch_size
+        median = curation_costs(batch, rounds=args.rounds, steps=args.steps, device=args.device, progress=progress)
+        emit(format_curation(median, batch, 0.8, machine_description()))
+        return 0
     if args.scaling:
         from lab.bench.scaling import data_throughput, format_scaling, loss_scaling
 
