@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p)
 
     p = sub.add_parser("promptkd", help="prompt distillation (PromptKD, ComKD-CLIP) on ShapesWorld")
-    p.add_argument("--method", default="comkd", help="promptkd, comkd or am")
+    p.add_argument("--method", default="comkd", help="promptkd, comkd, am or kdpl")
     p.add_argument("--protocol", default="base2novel", help="base2novel, cross or domain")
     _add_run_args(p)
 

@@ -32,11 +32,11 @@ class PretrainConfig:
     """A CLIP trained from scratch on image–caption pairs with the task loss alone."""
 
     model: str = "shapes-student"
-    init: str = "random"  # or inherit[:SPEC]: TinyCLIP's weight inheritance (default: the shipped teacher)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     reference_teacher: str = "shipped"  # geometry reference at evaluation; "" for none
+    init: str = "random"  # or inherit[:SPEC]: TinyCLIP's weight inheritance (default: the shipped teacher)
 
 
 
