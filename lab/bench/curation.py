@@ -73,7 +73,8 @@ def format_curation(median: dict, batch_size: int, filter_ratio: float, device: 
     for label, loss, curate in CONFIGS:
         cached = median.get((label, "cache"))
         online = median.get((label, "online"))
-        lines.append(f"{label:<22} {cached / nokd:>14.2f}× {(online / nokd if online else float('nan')):>12.2f}×")
+        live = f"{online / nokd:>12.2f}×" if online else f"{'—':>13}"  # no KD never reads the teacher
+        lines.append(f"{label:<22} {cached / nokd:>14.2f}× {live}")
     lines.append("What it buys: the `curation` grid (python -m lab sweep --grid curation --seeds 3) — ACID/ACED "
                  "against KD alone at the same student steps.")
     return "\n".join(lines)
