@@ -282,9 +282,9 @@ check("5.3", answer, z_hat=z_hat, u_t=u_t)
 # %%
 mean_p = F.softmax(q_t, dim=1).mean(0)
 top = mean_p.argsort(descending=True)[:16]
-p_t_top, log_p_s_top = F.softmax(q_t[:, top], 1), F.log_softmax(q_s[:, top], 1)
-forward = (p_t_top * (p_t_top.log() - log_p_s_top)).sum(1).mean()
-reverse = (log_p_s_top.exp() * (log_p_s_top - p_t_top.log())).sum(1).mean()
+log_p_t_top, log_p_s_top = F.log_softmax(q_t[:, top], 1), F.log_softmax(q_s[:, top], 1)  # logs, not log(p): p underflows
+forward = (log_p_t_top.exp() * (log_p_t_top - log_p_s_top)).sum(1).mean()
+reverse = (log_p_s_top.exp() * (log_p_s_top - log_p_t_top)).sum(1).mean()
 assert_same(0.5 * forward + 0.5 * reverse, K.kdpl_loss(q_s[:, K.kdpl_classes(q_t, 16)], q_t[:, K.kdpl_classes(q_t, 16)]),
             'KDPL symmetric KL over the top-16 classes', atol=1e-4)
 
