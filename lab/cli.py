@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(p)
 
     p = sub.add_parser("promptkd", help="prompt distillation (PromptKD, ComKD-CLIP) on ShapesWorld")
-    p.add_argument("--method", default="comkd", help="promptkd, comkd or am")
+    p.add_argument("--method", default="comkd", help="promptkd, comkd, am or kdpl")
     p.add_argument("--protocol", default="base2novel", help="base2novel, cross or domain")
     _add_run_args(p)
 
@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="", help="also write the benchmark records to this JSON file")
 
     p = sub.add_parser("sweep", help="train a named ablation grid over seeds (resumable) and write its tables")
-    p.add_argument("--grid", required=True, help="clipkd, cliprd, core, comkd, promptkd-vs-comkd or modern")
+    p.add_argument("--grid", required=True, help="clipkd, cliprd, core, comkd, promptkd-vs-comkd, modern, inherit, "
+                   "curation or kdpl")
     p.add_argument("--seeds", type=positive_int, default=1, help="seeds 0 … K-1 (default 1)")
     p.add_argument("--scale", default="full", help="full (default), demo (minutes per grid) or fast (seconds per run)")
     p.add_argument("--fast", action="store_true", help="same as --scale fast (tests and smoke checks)")
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time the prompt-distillation stage-2 step (PromptKD, ComKD-CLIP) instead")
     p.add_argument("--scaling", action="store_true",
                    help="time the loss terms alone over batch sizes and widths, and the data generation, instead")
+    p.add_argument("--curation", action="store_true",
+                   help="time ACID's scoring forwards: no KD, KD alone, ACID, ACED (super-batch 5x), instead")
     p.add_argument("--dashboard", action="store_true",
                    help="time switching the dashboard's pages and runs in headless Chromium (runs of 5,120 "
                         "embedded items), instead")
@@ -376,6 +379,13 @@ def _bench(args, emit) -> int:
         if name not in RECIPES and name != MFD_BOTH:
             parse_terms(name)  # unknown names fail with the valid list
     progress = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if args.curation:
+        from lab.bench.curation import curation_costs, format_curation
+
+        batch = args.batch_size
+        median = curation_costs(batch, rounds=args.rounds, steps=args.steps, device=args.device, progress=progress)
+        emit(format_curation(median, batch, 0.8, machine_description()))
+        return 0
     if args.scaling:
         from lab.bench.scaling import data_throughput, format_scaling, loss_scaling
 

@@ -274,6 +274,53 @@ check("5.3", answer, z_hat=z_hat, u_t=u_t)
 # your experiment
 
 # %% [markdown]
+# ## KDPL: prompt distillation without any label (Mistretta et al., ECCV 2024)
+#
+# KDPL ([arXiv:2407.03056](https://arxiv.org/abs/2407.03056), code: miccunifi/KDPL — the lab's loss equals its `forward_backward` and `sampling`, `tests/test_kdpl.py`) drops PromptKD's stage 1: the teacher keeps a hand-crafted prompt ("a photo of a {}."), both models' logits use the *student's* logit scale, and the loss is a **symmetric** KL over the $K$ classes the teacher finds most likely on the batch (by batch-mean probability) — no label anywhere:
+#
+# $$L = \tfrac12\,\mathrm{KL}(p_t\,\|\,p_s) + \tfrac12\,\mathrm{KL}(p_s\,\|\,p_t),\qquad \text{classes} = \operatorname{top-}K_c\ \tfrac1B \textstyle\sum_b \mathrm{softmax}(q_t)_{bc}$$
+#
+# KDPL-CA ("class-agnostic") draws the $K$ classes from a dictionary of every class name the lab knows (83 names). From scratch on this batch's logits:
+
+# %%
+mean_p = F.softmax(q_t, dim=1).mean(0)
+top = mean_p.argsort(descending=True)[:16]
+log_p_t_top, log_p_s_top = F.log_softmax(q_t[:, top], 1), F.log_softmax(q_s[:, top], 1)  # logs, not log(p): p underflows
+forward = (log_p_t_top.exp() * (log_p_t_top - log_p_s_top)).sum(1).mean()
+reverse = (log_p_s_top.exp() * (log_p_s_top - log_p_t_top)).sum(1).mean()
+assert_same(0.5 * forward + 0.5 * reverse, K.kdpl_loss(q_s[:, K.kdpl_classes(q_t, 16)], q_t[:, K.kdpl_classes(q_t, 16)]),
+            'KDPL symmetric KL over the top-16 classes', atol=1e-4)
+
+# %% [markdown]
+# Trained on the base-to-novel protocol beside PromptKD (the same unlabelled images; KDPL distils over the base classes' names, KDPL-CA over the dictionary):
+
+# %%
+kdpl_rows = {row.name: row for row in GRIDS["kdpl"]}
+kdpl_trained = {"PromptKD": trained["PromptKD"], "KDPL": lesson.prompt_run(kdpl_rows["kdpl-b2n"]),
+                "KDPL-CA": lesson.prompt_run(kdpl_rows["kdpl-ca-b2n"])}
+kdpl_bars = {"student zero-shot": bars["student zero-shot"]}
+kdpl_bars.update({label: {k: runs.read_run(p).summary[k] for k in ("base", "novel", "hm")} for label, p in kdpl_trained.items()})
+for label, scores in kdpl_bars.items():
+    print(f"{label:<18} base {scores['base']:5.1f}  novel {scores['novel']:5.1f}  HM {scores['hm']:5.1f}")
+lesson.caveat()
+grouped_bars(kdpl_bars)
+
+# %%
+kdpl_hm = {label: scores["hm"] for label, scores in kdpl_bars.items()}
+lesson.say(f"HM: {ranking(kdpl_hm)}.", versus(kdpl_hm, "KDPL", "PromptKD"), versus(kdpl_hm, "KDPL", "student zero-shot"))
+
+# %% [markdown]
+# **Exercise 5.5.** Write KDPL's loss over the teacher's top-8 classes (by batch-mean probability) from `q_s` and `q_t`.
+
+# %% tags=["solution"]
+keep = F.softmax(q_t, dim=1).mean(0).topk(8).indices
+lp_s, lp_t = F.log_softmax(q_s[:, keep], 1), F.log_softmax(q_t[:, keep], 1)
+answer = 0.5 * (lp_t.exp() * (lp_t - lp_s)).sum(1).mean() + 0.5 * (lp_s.exp() * (lp_s - lp_t)).sum(1).mean()
+
+# %%
+check("5.5", answer, q_s=q_s, q_t=q_t)
+
+# %% [markdown]
 # ## Self-check quiz
 #
 # A few questions on this lesson's ideas. Put your answer to each in `quiz_answers` — a letter for a

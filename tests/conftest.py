@@ -40,3 +40,20 @@ def prompt_runs(smoke_run, tmp_path_factory):
     prompt_distill(default_config([*quick, "method=comkd"]), "b2n", root)
     prompt_distill(default_config([*quick, "method=promptkd", "protocol=domain"]), "domain", root)
     return root
+
+
+@pytest.fixture
+def starts(monkeypatch):
+    """The student's parameters (objective heads left out) at the moment each trainer builds its Trainer."""
+    from lab.train import loop
+
+    seen = []
+    original = loop.Trainer.__init__
+
+    def record(self, params, *args, **kwargs):
+        params = list(params)
+        seen.append({n: p.detach().clone() for n, p in params if not n.startswith("objective.")})
+        original(self, params, *args, **kwargs)
+
+    monkeypatch.setattr(loop.Trainer, "__init__", record)
+    return seen

@@ -58,7 +58,7 @@ def _execute(nb, runs, monkeypatch, allow_errors=False):
 
 
 def test_the_lessons_are_there():
-    assert [p.stem[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05", "06", "07"]
+    assert [p.stem[:2] for p in NOTEBOOKS] == ["00", "01", "02", "03", "04", "05", "06", "07", "08"]
     assert [p.stem for p in sources.sources()] == [p.stem for p in NOTEBOOKS]
 
 

@@ -4,30 +4,13 @@ The initial weights are read where training begins (the parameters handed to the
 sees what each trainer really starts from, whatever it built before (a teacher, projection heads, a cache).
 """
 
-import pytest
 import torch
 
-from lab.train import loop
 from lab.train.distill import default_config, distill
 from lab.train.pretrain import preset_config, pretrain
 
 TINY = ["data.size=64", "train.steps=1", "train.batch_size=32", "train.warmup=1", "train.eval_every=0",
         "eval.per_style=16"]
-
-
-@pytest.fixture
-def starts(monkeypatch):
-    """The student's parameters (objective heads left out) at the moment each trainer builds its Trainer."""
-    seen = []
-    original = loop.Trainer.__init__
-
-    def record(self, params, *args, **kwargs):
-        params = list(params)
-        seen.append({n: p.detach().clone() for n, p in params if not n.startswith("objective.")})
-        original(self, params, *args, **kwargs)
-
-    monkeypatch.setattr(loop.Trainer, "__init__", record)
-    return seen
 
 
 def _max_diff(a, b):

@@ -115,3 +115,12 @@ def read_snapshots(run_dir: str | Path) -> dict[str, np.ndarray] | None:
     if "steps" not in arrays or "student_image" not in arrays or len(arrays["steps"]) != len(arrays["student_image"]):
         return None
     return arrays
+
+
+def steps_to_reach(points: list[tuple[int, float]], target: float) -> int | None:
+    """The first logged step whose probe value is at least ``target`` (None if the curve never gets there).
+
+    TinyCLIP's speed-up read off two probe curves: a student that reaches the no-KD student's final HM at
+    step ``a`` where another needs ``b`` trains ``b / a`` times faster to that accuracy (issue 33).
+    """
+    return next((step for step, value in sorted(points) if value >= target), None)

@@ -22,7 +22,9 @@ class Row:
 
     @property
     def slug(self) -> str:
-        return (f"kd-{self.loss}" + (f"-{self.tag}" if self.tag else "")) if self.loss else "nokd"
+        if not self.loss:  # the no-KD student, or a distill run with no KD term (ACID alone: tag "acid")
+            return self.tag or "nokd"
+        return f"kd-{self.loss}" + (f"-{self.tag}" if self.tag else "")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,24 @@ def _comkd_grid() -> list[PromptRow]:
     return rows
 
 
+def _kdpl_grid() -> list[PromptRow]:
+    """KDPL (label-free, hand-crafted teacher) and KDPL-CA beside PromptKD and ComKD-CLIP, three protocols.
+
+    The PromptKD/ComKD rows share slugs and settings with the ``comkd`` grid, so a sweep reuses their runs.
+    KDPL-CA distils over the 83-name dictionary, K=16 per batch (the lab's choice; the official K_MAX is
+    1000 of a 20,930-name dictionary).
+    """
+    protocols = {"b2n": ("protocol=base2novel",), "cross-shape": ("protocol=cross", "label_space=shape"),
+                 "domain": ("protocol=domain",)}
+    methods = {"promptkd": ("PromptKD", ("method=promptkd",)), "comkd": ("ComKD-CLIP", ("method=comkd",)),
+               "kdpl": ("KDPL", ("method=kdpl",)),
+               "kdpl-ca": ("KDPL-CA", ("method=kdpl", "class_agnostic=true", "kdpl_k=16"))}
+    return [PromptRow(f"{label}, {where}", f"{slug}-{where}", (*p, *settings))
+            for where, p in protocols.items() for slug, (label, settings) in methods.items()]
+
+
+_INHERIT = ("init=inherit",)
+
 GRIDS: dict[str, list] = {
     # The analogue of CLIP-KD Table 1 plus its baselines.
     "clipkd": [NO_KD, Row("CRD", "crd"), Row("FD", "fd"), Row("MFD", "mfd"),
@@ -105,6 +125,16 @@ GRIDS: dict[str, list] = {
     "core": [NO_KD, CLIPKD],
     # PromptKD vs ComKD-CLIP and ComKD's ablations, under the three protocols.
     "comkd": _comkd_grid(),
+    # TinyCLIP's manual weight inheritance (lab.models.inherit) against the seed's random start, same steps.
+    "inherit": [NO_KD, Row("inherit + AM", "am", _INHERIT, "inherit"),
+                Row("inherit + CLIP-KD recipe", "crd+icl+fd", _INHERIT, "inherit"),
+                Row("random init + AM", "am"), CLIPKD],
+    # ACID / ACED (paper-level: no official code): the sub-batch chosen by learnability (lab.data.curation), alone,
+    # with the softmax KD term (ACED = ACID + crd), against KD alone.
+    "curation": [NO_KD, Row("ACID (curation alone)", "", ("curation=acid",), "acid"), Row("KD alone (crd)", "crd"),
+                 Row("ACED (ACID + crd)", "crd", ("curation=acid",), "aced")],
+    # KDPL's label-free prompt distillation beside PromptKD and ComKD-CLIP (lab.train.prompt_kdpl).
+    "kdpl": _kdpl_grid(),
     # The headline pair alone (the same runs as comkd's first two rows), for a many-seed paired comparison.
     "promptkd-vs-comkd": _comkd_grid()[:2],
     # open_clip's distill, MobileCLIP's reinforced KD (ensembles, synthetic captions, SigLIP variant), DIME-FM.

@@ -39,7 +39,7 @@ def train_row(row: Row, seed: int, runs_dir: Path, scale: str = "full", override
         prompt_distill(prompt_config(settings), rid, runs_dir, overwrite=path.exists())
         return path
     settings = [f"train.seed={seed}", *clip_budget, *overrides]
-    if row.loss:
+    if row.loss or row.settings:  # a distillation run (ACID alone has no KD term but reads the teacher)
         distill(default_config([f"loss={row.loss}", *row.settings, *settings]), rid, runs_dir,
                 overwrite=path.exists())
     else:

@@ -191,6 +191,28 @@ def _(v_t, t_t, v_2, t_2):
 @exercise("7.3", "the SigLIP target of one teacher")
 def _(v_t, t_t):
     return _modern().ensemble_sigmoid_targets([v_t], [t_t], [10.0])
+# ---------------------------------------------------------------------- 05 (end) KDPL
+
+@exercise("5.5", "KDPL's symmetric KL over the teacher's top-8 classes")
+def _(q_s, q_t):
+    keep = _prompt_kd().kdpl_classes(q_t, 8)
+    return _prompt_kd().kdpl_loss(q_s[:, keep], q_t[:, keep])
+
+
+# ---------------------------------------------------------------------- 08 weight inheritance and ACID
+
+@exercise("8.1", "the teacher blocks a 3-block student inherits from 12")
+def _(L_T, L_S):
+    from lab.models.inherit import layer_indices
+
+    return torch.tensor(layer_indices(L_T, L_S))
+
+
+@exercise("8.2", "JEST's conditional logits given the chosen set")
+def _(s, chosen_mask):
+    from lab.data.curation import conditional_logits
+
+    return conditional_logits(s, chosen_mask)
 
 
 def expected(number: str, **inputs):

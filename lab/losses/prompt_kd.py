@@ -137,3 +137,32 @@ def class_logits(features: torch.Tensor, classes: torch.Tensor, scale: float = L
     if features.dim() == 2:
         return scale * features @ classes.T
     return scale * (features * classes[None]).sum(-1)
+
+
+# --------------------------------------------------------------------------- KDPL (Mistretta et al., ECCV 2024)
+
+
+def kdpl_classes(teacher_logits: torch.Tensor, k: int) -> torch.Tensor:
+    """KDPL's class selection (KDPL §3.3; official ``kdpl_utils.sampling``): the K classes with the highest
+    teacher probability averaged over the batch, ``top-K_c (1/B) Σ_b softmax(q_t)_bc`` — no labels.
+
+    Returned in decreasing mean probability (the official ``argpartition`` returns the same set unordered;
+    the loss does not depend on the order). ``k ≥ C`` keeps every class, as non-class-agnostic KDPL does.
+    """
+    mean_p = F.softmax(teacher_logits.detach().float(), dim=1).mean(0)
+    return torch.topk(mean_p, min(k, mean_p.numel())).indices
+
+
+def kdpl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """KDPL's symmetric KL (KDPL §3.2, Eq. 4; official ``coop_kdpl.CoOp_KDPL.forward_backward``):
+
+        L = ½ KL(p_t ‖ p_s) + ½ KL(p_s ‖ p_t),   p = softmax(s · cos)   (mean over the batch)
+
+    on the selected classes' logits (:func:`kdpl_classes`), both at the student's logit scale ``s``;
+    the teacher side is a constant (its logits carry no trainable parameter in the official code).
+    """
+    log_p_s = F.log_softmax(student_logits, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.detach(), dim=-1)
+    forward = F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")
+    reverse = F.kl_div(log_p_t, log_p_s, log_target=True, reduction="batchmean")
+    return 0.5 * forward + 0.5 * reverse

@@ -24,6 +24,7 @@ from lab import runs
 from lab.config import apply_overrides, to_dict
 from lab.data.pairs import (DataConfig, build_pairs, check_contrastive_batch, check_dataset_fits, step_batches,
                             to_tensors)
+from lab.data.curation import joint_sample, learnability, super_batch_size
 from lab.data.shards import DamageReport, ShardStream, check_resume
 from lab.data.shards import check_config as check_shards
 from lab.data.shards import is_shard_source, shard_paths
@@ -35,6 +36,7 @@ from lab.eval.suite import EvalConfig, encode_texts, evaluate
 from lab.losses.functional import clip_loss, masked_encode_image
 from lab.losses.objective import Embeddings, Objective
 from lab.models import zoo
+from lab.models.inherit import check_init, initialise
 from lab.models.prompts import encode_text_batches, trim_padding
 from lab.train import dist
 from lab.train.cache import TeacherCache
@@ -62,6 +64,7 @@ class DistillConfig:
 
     student: str = "shapes-student"
     teacher: str = "shipped"
+    init: str = "random"  # or inherit: TinyCLIP's manual weight inheritance from the teacher (lab.models.inherit)
     loss: str = "clipkd"
     weights: str = ""
     variant: str = "paper"
@@ -69,6 +72,11 @@ class DistillConfig:
     mfd_input: str = "masked"
     projection: str = "after"  # or before: CLIP-RD's official reading (lab.losses.objective.PROJECTION_POINTS)
     teacher_mode: str = "cache"
+    # ACID (paper-level: no official code): train on the most learnable sub-batch of a super-batch
+    # (lab.data.curation); "" off. ACED = curation=acid plus loss=crd.
+    curation: str = ""
+    curation_filter: float = 0.8  # the share of the super-batch left out: 0.8 draws 5× the batch
+    curation_chunks: int = 16  # JEST's chunks of the joint sampling
     cache_dir: str = ""  # default: <runs_dir>/.cache/teacher
     # Modern recipes (lab.losses.modern; docs/methods-modern.md). ``teacher=shipped,OTHER`` is an ensemble.
     task_weight: float = 1.0  # CLIP's loss on the student; 0 = MobileCLIP's published pure KD, DIME-FM's official reading
@@ -91,6 +99,28 @@ def default_config(overrides: list[str] | dict | None = None) -> DistillConfig:
     cfg = apply_overrides(apply_overrides(DistillConfig(), budget), overrides)
     cfg.teacher_mode = TEACHER_MODE_ALIASES.get(cfg.teacher_mode, cfg.teacher_mode)  # config.json says "cache"
     return cfg
+
+
+CURATIONS = ("", "acid")
+
+
+class Curator:
+    """ACID's choice of the sub-batch (lab.data.curation): the student's and the teacher's loss matrices on the
+    super-batch, no gradient, then JEST's chunked joint sampling of their difference."""
+
+    def __init__(self, step: "DistillStep", batch_size: int, chunks: int, seed: int):
+        self.step, self.batch_size, self.chunks = step, batch_size, chunks
+        self.generator = torch.Generator().manual_seed(seed + 7919)
+
+    @torch.no_grad()
+    def __call__(self, batch):
+        student = self.step.student
+        images, tokens = to_tensors(batch, student)
+        learner = (student.model.encode_image(images, normalize=True), student.model.encode_text(tokens, normalize=True),
+                   student.model.logit_scale.exp())
+        reference = self.step.teacher_outputs(batch, images)  # the teacher's own embeddings and scale
+        chosen = joint_sample(learnability(learner, reference), self.batch_size, self.chunks, self.generator)
+        return batch.subset(chosen.cpu().numpy())
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -137,6 +167,8 @@ class DistillStep:
                     teacher.model.encode_text(teacher.tokenize(batch.captions), normalize=True),
                     teacher.model.logit_scale.exp())
 
+    curator: Curator | None = None  # ACID: the sub-batch is chosen from the super-batch the loader gives
+
     def extra_outputs(self, batch, images, which=None):
         """The ensemble's other members: (image, text, scale) each, from their cache or a live forward."""
         out = []
@@ -164,6 +196,8 @@ class DistillStep:
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         model, objective, ctx = self.student.model, self.objective, self.ctx
+        if self.curator is not None:
+            batch = self.curator(batch)
         syn = self.synthetic
         if syn is not None and syn.mode == "mix":  # preprocess_dr: the caption itself is swapped, no syn term
             batch, swapped = syn.mix(batch)
@@ -231,6 +265,8 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     if len(teacher_names) > 1 and not any(n in ("mobileclip", "siglipkd") for n in objective_probe.names):
         raise LabError(f"An ensemble of {len(teacher_names)} teachers needs an ensemble term (--loss mobileclip or "
                        f"siglipkd); the other terms read one teacher.")
+    check_init(cfg.init)
+    _check_choice("curation", cfg.curation, CURATIONS)
     check_shards(cfg.data)  # webdataset settings and files, before any model is loaded
     reinforced = is_shard_source(cfg.data.source) and is_reinforced(shard_paths(cfg.data.source)[0])
     if cfg.synthetic != "off" and cfg.data.source != "shapes" and not reinforced:
@@ -245,13 +281,18 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
 
 def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: bool, resume: bool,
              benchmarks: list, teacher_names: list[str], reinforced: bool) -> Path:
+    load_batch = super_batch_size(cfg.train.batch_size, cfg.curation_filter) if cfg.curation else cfg.train.batch_size
     dataset = build_pairs(cfg.data)  # the data's own refusals (and a too-small set) before any model or cache
-    check_dataset_fits(dataset, cfg.train.batch_size)
+    check_dataset_fits(dataset, load_batch)
     device, ctx = start_processes(cfg.train)
+    if cfg.curation and ctx.enabled:
+        raise LabError("curation=acid runs on one process (its sampler sees the whole super-batch); "
+                       "run it without torchrun.")
     seed_everything(cfg.train.seed)
     student = zoo.load_student(cfg.student, cfg.train.seed, device=str(device))  # before the teacher: one start per seed
     teacher = zoo.load_teacher(teacher_names[0], str(device))
     others = [zoo.load_teacher(name, str(device)) for name in teacher_names[1:]]
+    initialise(student, cfg.init, teacher)  # after the seed's draw: init=random rows are unchanged
     objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant,
                           projection_point=cfg.projection, distill_scale=cfg.distill_scale,
                           ensemble_average=cfg.ensemble_average, task_weight=cfg.task_weight).to(device)
@@ -305,9 +346,13 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
     step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed,
                           cfg.mfd_input, ctx, extra_teachers, synthetic, cfg.unpaired)
     step_fn.stored_synthetic = reinforced and cfg.synthetic == "both"
+    generators = {"mfd": step_fn.generator}
+    if cfg.curation:
+        step_fn.curator = Curator(step_fn, cfg.train.batch_size, cfg.curation_chunks, cfg.train.seed)
+        generators["curation"] = step_fn.curator.generator
     if checkpoint is not None:
         restore(checkpoint, trainer, {"model": student.model.load_state_dict, "objective": objective.load_state_dict},
-                {"mfd": step_fn.generator}, ctx)
+                generators, ctx)
         check_resume(checkpoint["config"], cfg)
         if ctx.is_main:
             print(f"resuming {run_id} at step {trainer.step} of {cfg.train.steps}")
@@ -328,10 +373,10 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
         if ctx.is_main:
             writer.save_checkpoint(training_state(
                 trainer, {"model": student.model.state_dict(), "objective": objective.state_dict()}, to_dict(cfg),
-                {"mfd": step_fn.generator}, arch=student.arch))
+                generators, arch=student.arch))
 
     damage = DamageReport()
-    batches = damage.track(step_batches(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed,
+    batches = damage.track(step_batches(dataset, load_batch, cfg.train.steps, cfg.train.seed,
                                         trainer.step, cfg.data.workers, (ctx.rank, ctx.world_size)))
     stats = trainer.fit(batches, step_fn, after_step=after_step, every={cfg.train.eval_every: probe_eval},
                         checkpoint=save)

@@ -21,6 +21,7 @@ from lab.eval.probe import Probe
 from lab.eval.suite import EvalConfig, evaluate
 from lab.losses.functional import clip_loss
 from lab.models import zoo
+from lab.models.inherit import check_init, initialise
 from lab.train.checkpoint import open_run, restore, training_state
 from lab.train.loop import Trainer, TrainConfig, check_precision, compile_towers, resolve_device, seed_everything
 from lab.train.presets import PRESETS
@@ -37,6 +38,7 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     reference_teacher: str = "shipped"  # geometry reference at evaluation; "" for none
+    init: str = "random"  # or inherit[:SPEC]: TinyCLIP's weight inheritance (default: the shipped teacher)
 
 
 
@@ -61,6 +63,7 @@ def pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path = "runs", ov
     device = resolve_device(cfg.train.device)
     check_precision(cfg.train.precision, device)
     check_contrastive_batch(cfg.train.batch_size)
+    check_init(cfg.init)
     with runs.claimed(runs_dir, run_id, overwrite, resume):  # one writer per run, before any model is loaded
         return _pretrain(cfg, run_id, runs_dir, overwrite, resume, device)
 
@@ -73,6 +76,7 @@ def _pretrain(cfg: PretrainConfig, run_id: str, runs_dir: str | Path, overwrite:
     check_dataset_fits(dataset, cfg.train.batch_size)
     seed_everything(cfg.train.seed)
     clip = zoo.load_student(cfg.model, cfg.train.seed, device=str(device))
+    initialise(clip, cfg.init)
     reference = zoo.load(zoo.SHIPPED_TEACHER if cfg.reference_teacher == "shipped" else cfg.reference_teacher,
                          device=str(device)) if cfg.reference_teacher else None
     writer, checkpoint = open_run(runs_dir, run_id, "pretrain", to_dict(cfg), to_dict(cfg), cfg.train.seed,

@@ -14,7 +14,9 @@ runs its text encoder. Three protocols (METHODS.md, "Protocols"):
 * ``domain`` — teacher tuned and student distilled on one style (``source_style``);
   top-1 on every style, the other styles being the shifted domains.
 
-``python -m lab promptkd --method promptkd|comkd|am --protocol base2novel|cross|domain [key=value ...]``
+KDPL (``method=kdpl``, :mod:`lab.train.prompt_kdpl`) skips stage 1: no labels, a hand-crafted-prompt teacher.
+
+``python -m lab promptkd --method promptkd|comkd|am|kdpl --protocol base2novel|cross|domain [key=value ...]``
 (``torchrun --nproc_per_node N -m lab promptkd ...`` for N processes; ``--resume`` continues a killed run).
 """
 
@@ -40,11 +42,12 @@ from lab.losses import prompt_kd as K
 from lab.models import prompts as P
 from lab.models import zoo
 from lab.train import dist
+from lab.train import prompt_kdpl as KD
 from lab.train.checkpoint import open_run, restore, training_state
 from lab.train.loop import Trainer, TrainConfig, seed_everything, start_processes
 from lab.train.prompt_stage1 import StageOneConfig, TuningSet, tuned_teacher
 
-METHODS = ("promptkd", "comkd", "am")
+METHODS = ("promptkd", "comkd", "am", "kdpl")
 PROTOCOLS = ("base2novel", "cross", "domain")
 ALL_STYLES = ",".join(STYLES)
 
@@ -68,6 +71,8 @@ class PromptDistillConfig:
     ifalign_weight: float = 1.0  # IFAlign's weight beside the refinement's (ComKD); `python -m lab tune --grid comkd`
     kd_variant: str = "official"
     temperature: float = 1.0
+    kdpl_k: int = 0  # KDPL: classes distilled per batch, top-K by mean teacher probability; 0 = all of its list
+    class_agnostic: bool = False  # KDPL-CA: K classes of the dictionary of every label space (lab.train.prompt_kdpl)
     prompt_length: int = 4
     prompt_depth: int = 9
     cache_dir: str = ""  # tuned teacher prompts; default <runs_dir>/.cache/stage1
@@ -129,7 +134,9 @@ class Student(nn.Module):
         self.clip = clip
         clip.model.eval().requires_grad_(False)
         self.prompts = P.vision_prompts(clip.model.visual, cfg.prompt_length, cfg.prompt_depth)
-        self.projector = K.Projector(clip.embed_dim, teacher_dim)
+        kdpl = cfg.method == "kdpl"  # VPT-KDPL: the student's own class weights, no projector, its own logit scale
+        self.projector = nn.Identity() if kdpl else K.Projector(clip.embed_dim, teacher_dim)
+        self.scale = clip.model.logit_scale.exp().item() if kdpl else K.LOGIT_SCALE
         self.edu = K.EduAttention(teacher_dim, cfg.edu_variant) if cfg.method == "comkd" and cfg.use_edu else None
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -141,12 +148,20 @@ class Student(nn.Module):
         return self.projector(self.encode(images))
 
     def logits(self, z: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        return self.edu.logits(z, classes) if self.edu is not None else K.class_logits(z, classes)
+        return self.edu.logits(z, classes) if self.edu is not None else K.class_logits(z, classes, self.scale)
 
 
 def stage_two_terms(cfg: PromptDistillConfig, student: Student, z: torch.Tensor, u_t: torch.Tensor,
-                    classes: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The named loss terms of one stage-2 batch: z the projected student features, u_t the teacher's."""
+                    classes: torch.Tensor, teacher_classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The named loss terms of one stage-2 batch: z the projected student features, u_t the teacher's.
+
+    KDPL: ``classes`` are the student's own class weights, ``teacher_classes`` the teacher's, both logits at
+    the student's logit scale; the symmetric KL on the teacher's top-K classes (:func:`lab.losses.prompt_kd.kdpl_loss`).
+    """
+    if cfg.method == "kdpl":
+        q_t = student.scale * u_t @ teacher_classes.T
+        keep = K.kdpl_classes(q_t, cfg.kdpl_k or q_t.shape[1])
+        return {"kdpl": K.kdpl_loss(student.logits(z, classes)[:, keep], q_t[:, keep])}
     q_t = K.class_logits(u_t, classes)
     if cfg.method == "am":  # TinyCLIP affinity mimicking, with the class features W on both sides
         return {"am": L.affinity_mimicking_loss(F.normalize(z, dim=-1), classes, K.LOGIT_SCALE, u_t, classes,
@@ -166,8 +181,9 @@ class StageTwoStep:
     """
 
     def __init__(self, cfg: PromptDistillConfig, student: Student, u_t_all: torch.Tensor, classes: torch.Tensor,
-                 ctx: dist.Context = dist.SINGLE):
+                 ctx: dist.Context = dist.SINGLE, teacher_classes: torch.Tensor | None = None):
         self.cfg, self.student, self.u_t_all, self.classes, self.ctx = cfg, student, u_t_all, classes, ctx
+        self.teacher_classes = teacher_classes
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         device = self.u_t_all.device
@@ -175,7 +191,7 @@ class StageTwoStep:
         # Gathered before the projector: its BatchNorm normalises over the global batch on every rank.
         f_s = dist.gather(self.student.encode(self.student.clip.image_tensor(batch.images).to(device)), self.ctx)
         return stage_two_terms(self.cfg, self.student, self.student.projector(f_s), dist.gather(u_t, self.ctx),
-                               self.classes)
+                               self.classes, self.teacher_classes)
 
 
 def _student_spec(cfg: PromptDistillConfig, runs_dir: Path) -> str:
@@ -249,13 +265,21 @@ def _prompt_distill(cfg: PromptDistillConfig, setup: Setup, run_id: str, runs_di
     space = setup.space
     writer, checkpoint = open_run(runs_dir, run_id, "promptkd", to_dict(cfg), to_dict(cfg), cfg.train.seed,
                                   overwrite, resume, ctx)
-    with dist.main_first(ctx):  # rank 0 tunes (or reads) the teacher's prompts, the others read its cache
-        teacher, hit = tuned_teacher(teacher_clip, cfg.stage1, setup.tuning, cfg.train.seed, device, writer.log,
-                                     cfg.cache_dir or runs_dir / ".cache" / "stage1")
-    if ctx.is_main:
-        print(f"stage 1: tuned teacher prompts {'read from the cache' if hit else 'trained'}")
+    if cfg.method == "kdpl":  # label-free: no stage 1, the teacher keeps its hand-crafted prompt
+        teacher, hit = KD.HandCraftedTeacher(teacher_clip), False
+    else:
+        with dist.main_first(ctx):  # rank 0 tunes (or reads) the teacher's prompts, the others read its cache
+            teacher, hit = tuned_teacher(teacher_clip, cfg.stage1, setup.tuning, cfg.train.seed, device, writer.log,
+                                         cfg.cache_dir or runs_dir / ".cache" / "stage1")
+        if ctx.is_main:
+            print(f"stage 1: tuned teacher prompts {'read from the cache' if hit else 'trained'}")
     with torch.no_grad():
         classes = teacher.class_features(space.classnames)  # W, from the tuned prompts
+    student_classes, train_classes, train_teacher_classes = classes, classes, None
+    if cfg.method == "kdpl":  # the student's own weights: all classes to score, the KDPL list to train on
+        names = KD.class_names(cfg, setup)
+        student_classes = KD.text_classes(student_clip, space.classnames)
+        train_classes, train_teacher_classes = KD.text_classes(student_clip, names), teacher.class_features(names)
 
     student = Student(student_clip, teacher_clip.embed_dim, cfg).to(device)
     dist.broadcast_from_main([student], ctx)
@@ -266,7 +290,7 @@ def _prompt_distill(cfg: PromptDistillConfig, setup: Setup, run_id: str, runs_di
         u_t_all = torch.cat([teacher.image_features(teacher_clip.image_tensor(batch.images).to(device))
                              for batch in in_order(unlabelled, 512)])
 
-    step_fn = StageTwoStep(cfg, student, u_t_all, classes, ctx)
+    step_fn = StageTwoStep(cfg, student, u_t_all, train_classes, ctx, train_teacher_classes)
     trainer = Trainer(student.named_parameters(), cfg.train, writer.log, desc=f"stage 2: {cfg.method}", ctx=ctx)
     if checkpoint is not None:
         restore(checkpoint, trainer, {"student": lambda state: _load_trainable_state(student, state)}, ctx=ctx)
@@ -292,7 +316,7 @@ def _prompt_distill(cfg: PromptDistillConfig, setup: Setup, run_id: str, runs_di
         if probe_set is None:
             return None
         student.eval()
-        scores = _scores(lambda x: student.logits(student.features(x), classes), probe_set,
+        scores = _scores(lambda x: student.logits(student.features(x), student_classes), probe_set,
                          student_clip.image_tensor, space, device)
         train_mode()
         return {f"eval/{k}": v for k, v in _headlines(scores, cfg).items()}
@@ -312,7 +336,7 @@ def _prompt_distill(cfg: PromptDistillConfig, setup: Setup, run_id: str, runs_di
 
     student_text, teacher_text = zeroshot_classes(student_clip), zeroshot_classes(teacher_clip)
     results = {
-        "student": _scores(lambda x: student.logits(student.features(x), classes), test, student_clip.image_tensor,
+        "student": _scores(lambda x: student.logits(student.features(x), student_classes), test, student_clip.image_tensor,
                            space, device),
         "teacher": _scores(lambda x: K.class_logits(teacher.image_features(x), classes), test,
                            teacher_clip.image_tensor, space, device),
@@ -326,7 +350,7 @@ def _prompt_distill(cfg: PromptDistillConfig, setup: Setup, run_id: str, runs_di
         summary.update({f"{who}/{k}": v for k, v in _headlines(scores, cfg).items()})
     summary.update({k: summary[f"student/{k}"] for k in _headlines(results["student"], cfg)})
     if cfg.eval.val_per_style > 0:  # the validation split, for selection only (lab.experiments.tune_prompts)
-        val = _scores(lambda x: student.logits(student.features(x), classes),
+        val = _scores(lambda x: student.logits(student.features(x), student_classes),
                       validation_set(cfg.eval, student_clip.image_size), student_clip.image_tensor, space, device)
         summary.update({f"val/{k}": v for k, v in _headlines(val, cfg).items()})
     save()
