@@ -89,12 +89,12 @@ def _(teacher, names):
 
 # ---------------------------------------------------------------------- 02 CLIP-KD I
 
-@exercise("2.1", "where the teacher's target goes as the temperature → 0")
+@exercise("2.1", "where the teacher's target goes as the temperature → 0", ("v_t", "t_t"))
 def _(v_t, t_t):
     return F.softmax(1e4 * v_t @ t_t.T, dim=1).argmax(1)
 
 
-@exercise("2.2", "FD's per-pair image distance via cosines")
+@exercise("2.2", "FD's per-pair image distance via cosines", ("pv", "v_t"))
 def _(pv, v_t):
     return (pv - v_t).pow(2).sum(1)
 
@@ -169,14 +169,14 @@ def _(x):
     return linear_cka(x, x)
 
 
-@exercise("6.2", "uniformity")
+@exercise("6.2", "uniformity", ("x",))
 def _(x):
     from lab.eval.geometry import uniformity
 
     return uniformity(x)
 
 
-@exercise("6.3", "alignment")
+@exercise("6.3", "alignment", ("x", "xt"))
 def _(x, xt):
     from lab.eval.geometry import alignment
 

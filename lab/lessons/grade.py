@@ -628,7 +628,7 @@ def grade(paths: list[Path], timeout: int = 300, runs_dir: str | Path | None = N
         raise LabError(f"--jobs must be at least 1 (got {jobs}).")
     students = student_ids(paths, root)
     canon = lessons(lessons_dir)
-    runs_dir = Path(runs_dir or tempfile.mkdtemp(prefix="grade-runs-"))
+    runs_dir = Path(runs_dir or os.environ.get("LAB_RUNS_DIR") or tempfile.mkdtemp(prefix="grade-runs-"))
     protect = [LAB_DIR] if protect is None else protect
     from tqdm.auto import tqdm
 
