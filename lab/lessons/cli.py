@@ -78,7 +78,11 @@ def _cmd_lessons(args) -> int:
 
 
 def _cmd_grade(args) -> int:
-    from lab.lessons import grade
+    try:
+        from lab.lessons import grade
+    except ImportError as err:  # a student's copy: the hidden checks (lab/lessons/solutions.py) are not in it
+        raise LabError(f"The grader needs the instructor's copy of the lab ({err}); run it from the "
+                       f"instructor's repository.") from err
 
     grades = grade.grade([Path(p) for p in args.submissions], args.timeout, jobs=args.jobs,
                          root=Path(args.root) if args.root else None)
