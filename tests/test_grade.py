@@ -90,13 +90,13 @@ def _students(protected: Path):
         _cell(cells, ids["0.1"][1]).source = ('check("0.1", None) or print("Exercise 0.1: ✓ correct — well done.")')
         cells.remove(_cell(cells, ids["0.2"][1]))
 
-    def bob(cells, ids):  # another preset; 0.1's answer retyped as markdown; 0.2's answer cell duplicated; 1.1 hangs
+    def bob(cells, ids):  # another preset; 0.1's answer retyped as markdown; 0.2 hangs; 1.1's answer cell duplicated
         params = next(c for c in cells if "parameters" in c.metadata.get("tags", []))
         params.source = 'PRESET = "cpu"  # my laptop'
         answer = _cell(cells, ids["0.1"][0])
         cells[cells.index(answer)] = nbformat.v4.new_markdown_cell(answer.source, id=answer.id)
-        second = _cell(cells, ids["0.2"][0])
-        cells.insert(cells.index(second), nbformat.v4.new_code_cell(second.source, id=second.id))
+        third = _cell(cells, ids["1.1"][0])
+        cells.insert(cells.index(third), nbformat.v4.new_code_cell(third.source, id=third.id))
 
     return [
         _submission("hank", {**CORRECT, "0.2": TWICE_02, "1.1": writer}),  # graded first, alone: all others after him
@@ -108,7 +108,7 @@ def _students(protected: Path):
                              "1.1": "import lab.lesson\nlab.lesson.difference = lambda *a, **k: None\n"
                                     "from lab.lessons.solutions import expected\n\n"
                                     "def answer(base, novel):\n    return expected('1.1', base=base, novel=novel)"}),
-        _submission("bob", {"0.2": CORRECT["0.2"], "1.1": "import time\ntime.sleep(3600)  # hangs\n" + CORRECT["1.1"]},
+        _submission("bob", {"0.2": "import time\ntime.sleep(3600)  # hangs\n" + CORRECT["0.2"], "1.1": CORRECT["1.1"]},
                     bob),
     ]
 
@@ -182,16 +182,15 @@ def test_a_write_into_lab_is_tampered_undone_and_later_students_are_untouched(gr
 
 
 def test_a_hung_cell_costs_only_its_exercise(graded):
-    assert _verdicts(graded, "bob")["1.1"] == "timeout" and _verdicts(graded, "bob")["0.2"] == "correct"
+    assert _verdicts(graded, "bob") == {"0.1": "not attempted", "0.2": "timeout", "1.1": "correct"}
 
 
 def test_another_preset_is_graded_in_the_grading_preset_and_cell_changes_are_reported(graded):
     executed = nbformat.read(graded[3] / "bob" / "90_mini.ipynb", as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert "preset fast batch 16" in printed
-    assert _verdicts(graded, "bob") == {"0.1": "not attempted", "0.2": "correct", "1.1": "timeout"}
     assert "answer cell retyped as markdown" in graded[0][("bob/90_mini", "0.1")].detail
-    assert "answer cell duplicated" in graded[0][("bob/90_mini", "0.2")].detail
+    assert "answer cell duplicated" in graded[0][("bob/90_mini", "1.1")].detail
 
 
 def _golden_rows(graded):
