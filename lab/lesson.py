@@ -286,6 +286,8 @@ def choose_device(request: str) -> str:
 def start(preset: str | None = None) -> Lesson:
     """The lesson's settings for ``preset`` (default ``$LAB_PRESET``, else ``cpu``); prints what it chose."""
     name = preset or os.environ.get("LAB_PRESET", "cpu")
+    if os.environ.get("LAB_GRADING") == "1":  # `python -m lab grade` runs every submission in its own preset
+        name = os.environ.get("LAB_PRESET", name)
     if name not in PRESETS:
         raise LabError(f"Unknown preset '{name}'; choose one of: {', '.join(PRESETS)}.")
     chosen = PRESETS[name]
@@ -330,43 +332,38 @@ def assert_same(mine: torch.Tensor, lab_value: torch.Tensor, what: str, atol: fl
 
 
 def check(number: str, answer, **inputs) -> None:
-    """Self-check exercise ``number``: ``None`` means not attempted yet; otherwise the answer must equal the
-    expected value, which :mod:`lab.lessons.exercises` computes from ``inputs`` with the lab's own functions
-    (so the notebook holds no expected value). A wrong answer raises an ``AssertionError`` that says where
-    and by how much it differs."""
-    from lab.lessons.exercises import EXERCISES
-
+    """Self-check exercise ``number`` on the lesson's own inputs and print the verdict (it never raises, so a
+    wrong answer does not stop "Run All"). ``None`` means not attempted yet. Where the exercise asks for a
+    function (``def answer(v, t, scale): …``), the check calls it with ``inputs``; the grader also calls it on
+    inputs the student never saw (:mod:`lab.lessons.grade`). The reference is computed by
+    :mod:`lab.lessons.exercises` from the lab's own functions, and a wrong answer hears what kind of wrong it is
+    (:func:`lab.lessons.exercises.diagnose`) — never the expected value nor the gap to it."""
+    try:
+        from lab.lessons.exercises import EXERCISES, diagnose
+    except ImportError:  # the grader's kernel: the grader checks the answer itself, in its own process
+        print(f"Exercise {number}: checked by the grader.")
+        return
     if number not in EXERCISES:
         raise LabError(f"Unknown exercise '{number}'; the exercises are {', '.join(EXERCISES)}.")
-    label = f"Exercise {number} ({EXERCISES[number].title})"
+    ex = EXERCISES[number]
+    label = f"Exercise {number} ({ex.title})"
     if answer is None:
         print(f"{label}: not attempted yet — fill in the cell above and run this one again.")
         return
-    problem = difference(answer, EXERCISES[number].expected(**inputs), EXERCISES[number].atol)
-    if problem:
-        raise AssertionError(f"{label}: wrong — {problem}. Re-read the equation above and try again.")
-    print(f"{label}: ✓ correct — well done.")
-
-
-def difference(answer, expected, atol: float = 1e-5) -> str | None:
-    """How ``answer`` differs from ``expected`` (shape, or the largest difference and where), None if equal."""
+    if ex.params and not callable(answer):
+        print(f"{label}: ✗ not a function — write `def answer({', '.join(ex.params)}):` returning the value; the "
+              f"grader calls it on other inputs too.")
+        return
     try:
-        got = torch.as_tensor(answer.detach() if torch.is_tensor(answer) else answer, dtype=torch.float64).cpu()
-    except (TypeError, ValueError, RuntimeError):
-        return f"the answer is a {type(answer).__name__}, not a number or a tensor"
-    want = torch.as_tensor(expected.detach() if torch.is_tensor(expected) else expected, dtype=torch.float64).cpu()
-    if got.shape != want.shape:
-        return f"your answer has shape {tuple(got.shape)}, the expected value has shape {tuple(want.shape)}"
-    close = torch.isclose(got, want, rtol=1e-4, atol=atol)
-    if bool(close.all()):
-        return None
-    if got.numel() == 1:
-        off = (got - want).item()
-        return f"your answer {got.item():.6g} is too {'large' if off > 0 else 'small'} by {abs(off):.3g}"
-    gap = (got - want).abs()
-    where = tuple(int(i) for i in torch.unravel_index(gap.argmax(), gap.shape))
-    return (f"{int((~close).sum())} of {got.numel()} entries differ; the largest difference, {gap.max().item():.3g}, "
-            f"is at index {where}: your {got[where].item():.6g} against the expected {want[where].item():.6g}")
+        value = answer(**inputs) if callable(answer) else answer
+    except Exception as err:  # the student's function failed: say how, and let the notebook go on
+        print(f"{label}: ✗ your answer({', '.join(inputs)}) raised {type(err).__name__}: {err}")
+        return
+    problem = diagnose(value, ex.reference(**inputs), ex.atol)
+    if problem:
+        print(f"{label}: ✗ wrong — {problem}. Re-read the equation above and try again.")
+    else:
+        print(f"{label}: ✓ correct — well done.")
 
 
 def explore(draw, **sliders) -> None:

@@ -146,21 +146,25 @@ lesson.say(versus(hm, "CLIP-KD (crd+icl+fd)", "no KD"))
 # ## Exercises
 
 # %% [markdown]
-# **Exercise 0.1.** Compute only the *text→image* half of the task loss (each caption picks its image).
+# **Exercise 0.1.** Write `answer(v, t, scale)`: the *text→image* cross-entropy alone — each caption picks its image among the batch — for normalised image embeddings `v`, caption embeddings `t` and the scale `scale`. It is one of the task loss's two terms, without the ½ in front. The check calls your function on this batch; the grader also calls it on batches you have not seen.
 
 # %% tags=["solution"]
-answer = F.cross_entropy(logits.T, target)
+def answer(v, t, scale):
+    logits = scale * t @ v.T  # caption i against image j
+    return F.cross_entropy(logits, torch.arange(len(t), device=t.device))
 
 # %%
-check("0.1", answer, e=e, t=t, v=v)
+check("0.1", answer, v=v, t=t, scale=e.scale)
 
 # %% [markdown]
-# **Exercise 0.2.** What is the task loss when every caption embedding equals its image embedding (`t = v`) and the scale is 100? Compute it with the formula.
+# **Exercise 0.2.** Write `answer(v)`: the task loss when every caption embedding equals its image embedding (`t = v`) and the scale is 100, computed with the formula above.
 
 # %% tags=["solution"]
-same = v.detach()
-logits_same = 100 * same @ same.T
-answer = 0.5 * (F.cross_entropy(logits_same, target) + F.cross_entropy(logits_same.T, target))
+def answer(v):
+    same = v.detach()
+    logits_same = 100 * same @ same.T
+    target = torch.arange(len(same), device=same.device)
+    return 0.5 * (F.cross_entropy(logits_same, target) + F.cross_entropy(logits_same.T, target))
 
 # %%
 check("0.2", answer, v=v)

@@ -145,25 +145,27 @@ lesson.say(versus({"the teacher": summary["teacher/hm"], "the no-KD student": su
 # ## Exercises
 
 # %% [markdown]
-# **Exercise 1.1.** Compute the harmonic mean of base accuracy 80 and novel accuracy 40.
+# **Exercise 1.1.** Write `answer(base, novel)`: the harmonic mean of a base accuracy and a novel accuracy (the HM above). The check tries base 80 and novel 40; the grader tries others.
 
 # %% tags=["solution"]
-answer = 2 * 80 * 40 / (80 + 40)
+def answer(base, novel):
+    return 2 * base * novel / (base + novel)
 
 # %%
-check("1.1", answer)
+check("1.1", answer, base=80, novel=40)
 
 # %% [markdown]
-# **Exercise 1.2.** Build the teacher's class weights from the **first template only** (no ensemble).
+# **Exercise 1.2.** Write `answer(teacher, names)`: the teacher's class weights for the class names `names`, from the **first template only** (no ensemble).
 
 # %% tags=["solution"]
-answer = F.normalize(encode_texts(teacher, [PROMPT_TEMPLATES[0].format(c) for c in names]), dim=-1)
+def answer(teacher, names):
+    return F.normalize(encode_texts(teacher, [PROMPT_TEMPLATES[0].format(c) for c in names]), dim=-1)
 
 # %%
 check("1.2", answer, teacher=teacher, names=names)
 
 # %% [markdown]
-# Does the single template change the teacher's top-1? Try `zeroshot.top1(images, answer, labels)`.
+# Does the single template change the teacher's top-1? Try `zeroshot.top1(images, answer(teacher, names), labels)`.
 
 # %% [markdown]
 # **Experiment 1.3 (open-ended, not graded).** Which prompt template is the teacher's best, and does the ensemble beat every single template? Compute the teacher's plain-style top-1 with each template of `PROMPT_TEMPLATES` alone (`zeroshot.class_embeddings(..., PROMPT_TEMPLATES[i:i + 1])`, then `zeroshot.top1`), plot them with `grouped_bars`, and add the ensemble's bar.

@@ -233,10 +233,11 @@ sweep_table("clipkd", rows=("no KD", "CRD", "FD", "MFD"))
 # ## Exercises
 
 # %% [markdown]
-# **Exercise 2.1.** What happens to CRD as the temperature → 0? The teacher's target rows `softmax(v_t t_tᵀ / T)` become one-hot. On which caption does each image's row put its mass? Answer with one index per image, computed *without* a softmax.
+# **Exercise 2.1.** What happens to CRD as the temperature → 0? The teacher's target rows `softmax(v_t t_tᵀ / T)` become one-hot. On which caption does each image's row put its mass? Write `answer(v_t, t_t)` returning one index per image, computed *without* a softmax.
 
 # %% tags=["solution"]
-answer = (v_t @ t_t.T).argmax(1)
+def answer(v_t, t_t):
+    return (v_t @ t_t.T).argmax(1)
 
 # %%
 check("2.1", answer, v_t=v_t, t_t=t_t)
@@ -245,10 +246,11 @@ check("2.1", answer, v_t=v_t, t_t=t_t)
 # So at low temperature CRD becomes a cross-entropy towards the teacher's *top* caption per image — nearly the task loss itself when the teacher is right.
 
 # %% [markdown]
-# **Exercise 2.2.** Write FD's per-pair image distance ‖p_v − v_t‖² with cosines only (no subtraction of vectors).
+# **Exercise 2.2.** Write `answer(pv, v_t)`: FD's per-pair image distance ‖p_v − v_t‖² of unit vectors, with cosines only (no subtraction of vectors).
 
 # %% tags=["solution"]
-answer = 2 - 2 * F.cosine_similarity(pv, v_t, dim=1)
+def answer(pv, v_t):
+    return 2 - 2 * F.cosine_similarity(pv, v_t, dim=1)
 
 # %%
 check("2.2", answer, pv=pv, v_t=v_t)

@@ -223,7 +223,7 @@ a, k = pv.detach().requires_grad_(), pt.detach().requires_grad_()
 answer = torch.autograd.grad(F.cross_entropy(a @ k.T * e.scale.item(), target), k)[0]
 
 # %%
-check("3.1", answer, pv=pv, pt=pt, e=e)
+check("3.1", answer, pv=pv, pt=pt, scale=e.scale)
 
 # %% [markdown]
 # **Exercise 3.2.** ICL's mutual-information bound: compute log(N − 1) − L_ICL for this batch.
@@ -241,7 +241,7 @@ check("3.2", answer, pv=pv, pt=pt, v_t=v_t, t_t=t_t, c=c)
 answer = 2 * v_t.shape[1]
 
 # %%
-check("3.3", answer, objective=objective)
+check("3.3", answer, student_width=e.image_raw.shape[1], teacher_width=v_t.shape[1])
 
 # %% [markdown]
 # **Experiment 3.4 (open-ended, not graded).** GD at weight 1 barely moves the student. Find a GD weight that helps: read off the slider above the weight at which GD's gradient norm matches the task loss's, train GD there and at 10× and 0.1× of it (`lesson.clip_run("gd", ("weights=gd=1000",), "w1000")`), and compare HM with the no-KD student's. Does GD then help, or does it only add noise?

@@ -199,20 +199,22 @@ answer = cka(x, x @ Q)
 check("6.1", answer, x=x)
 
 # %% [markdown]
-# **Exercise 6.2.** Compute the uniformity of the student's image features from the formula (hint: `torch.pdist` gives all distances for i < j).
+# **Exercise 6.2.** Write `answer(x)`: the uniformity of features `x` from the formula (hint: `torch.pdist` gives all distances for i < j). The check calls it on the student's image features.
 
 # %% tags=["solution"]
-xn = F.normalize(x, dim=1)
-answer = torch.log(torch.exp(-2 * torch.pdist(xn).pow(2)).mean())
+def answer(x):
+    xn = F.normalize(x, dim=1)
+    return torch.log(torch.exp(-2 * torch.pdist(xn).pow(2)).mean())
 
 # %%
 check("6.2", answer, x=x)
 
 # %% [markdown]
-# **Exercise 6.3.** Compute the alignment of the student's matched image–caption pairs.
+# **Exercise 6.3.** Write `answer(x, xt)`: the alignment of matched pairs (row i of `x` with row i of `xt`). The check calls it on the student's image–caption pairs.
 
 # %% tags=["solution"]
-answer = (F.normalize(x, dim=1) - F.normalize(xt, dim=1)).norm(dim=1).pow(2).mean()
+def answer(x, xt):
+    return (F.normalize(x, dim=1) - F.normalize(xt, dim=1)).norm(dim=1).pow(2).mean()
 
 # %%
 check("6.3", answer, x=x, xt=xt)

@@ -47,10 +47,17 @@ def add_commands(sub) -> None:
     q.add_argument("archive")
     q.add_argument("runs_dir")
 
-    p = sub.add_parser("grade", help="execute submitted lesson notebooks (fast preset, offline) and tabulate the checks")
-    p.add_argument("submissions", nargs="+", help="the students' .ipynb files (the student is the file name)")
-    p.add_argument("--csv", default="grades.csv", help="where the table goes as CSV (default grades.csv)")
-    p.add_argument("--timeout", type=int, default=300, help="seconds per cell")
+    p = sub.add_parser("grade", help="grade submitted lesson notebooks: canonical checks, hidden checks, points")
+    p.add_argument("submissions", nargs="+", help="the students' .ipynb files (a student is the path relative to "
+                                                   "the submissions' common folder, e.g. alice/00_tour)")
+    p.add_argument("--csv", default="grades.csv", help="where the gradebook goes as CSV (default grades.csv)")
+    p.add_argument("--timeout", type=int, default=300, help="seconds per cell; a cell past it costs its exercise")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    p.add_argument("--root", default="", help="the submissions' root folder (default: their common folder)")
+    p.add_argument("--format", choices=("csv", "gradescope"), default="csv",
+                   help="gradescope: also write OUT/<student>/results.json")
+    p.add_argument("--out", default="gradescope", help="the folder for --format gradescope (default gradescope/)")
+    p.add_argument("--report", action="store_true", help="print per exercise: pass rate, common wrong answers, errors")
 
 
 def _cmd_lessons(args) -> int:
@@ -109,12 +116,22 @@ def _cmd_lessons(args) -> int:
 
 
 def _cmd_grade(args) -> int:
-    from lab.lessons import grade
+    try:
+        from lab.lessons import grade
+    except ImportError as err:  # a student's copy: the hidden checks (lab/lessons/solutions.py) are not in it
+        raise LabError(f"The grader needs the instructor's copy of the lab ({err}); run it from the "
+                       f"instructor's repository.") from err
 
-    grades = grade.grade([Path(p) for p in args.submissions], args.timeout)
+    grades = grade.grade([Path(p) for p in args.submissions], args.timeout, jobs=args.jobs,
+                         root=Path(args.root) if args.root else None)
     print(grade.table(grades))
     grade.write_csv(grades, Path(args.csv))
     print(f"wrote {args.csv}")
+    if args.format == "gradescope":
+        written = grade.write_gradescope(grades, Path(args.out))
+        print(f"wrote {len(written)} Gradescope results.json under {args.out}/")
+    if args.report:
+        print(grade.report(grades))
     return 0
 
 
