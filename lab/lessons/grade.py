@@ -96,6 +96,26 @@ class Grade:
 ROW_SOURCES: list[Callable[[str, str, nbformat.NotebookNode], list[Grade]]] = []
 
 
+def quiz_rows(student: str, lesson: str, notebook: nbformat.NotebookNode) -> list[Grade]:
+    """The lesson's self-check quiz as gradebook rows, one per question (:mod:`lab.lessons.quiz`): the answers
+    are read from the submission's ``quiz_answers`` cell without running it; a question it does not answer is
+    ``not attempted``. A lesson without a quiz adds no row."""
+    from lab.lessons import quiz
+
+    try:
+        answers = quiz.blank(lesson)
+    except LabError:
+        return []
+    answers.update({k: v for k, v in quiz.answers_from_notebook(notebook).items() if k in answers})
+    return [Grade(student, lesson, row.question, row.verdict, row.points, row.max_points, row.why,
+                  (CheckResult("self-check quiz", "public", row.points, row.max_points, row.verdict == "correct",
+                               row.why),), value="" if row.chosen is None else str(row.chosen))
+            for row in quiz.grade(answers)]
+
+
+ROW_SOURCES.append(quiz_rows)
+
+
 # ---------------------------------------------------------------------- the canonical notebook of a lesson
 
 
