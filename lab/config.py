@@ -178,6 +178,14 @@ def check_ranges(cfg, prefix: str = "") -> None:
                 raise LabError(f"{key} must be {accepts}, got {value}.")
 
 
+def overridden(overrides: dict | list[str] | None, key: str) -> bool:
+    """Whether ``key`` is set by these overrides (a dict of dotted keys or ``key=value`` strings)."""
+    if not overrides:
+        return False
+    keys = overrides.keys() if isinstance(overrides, dict) else (str(t).partition("=")[0].strip() for t in overrides)
+    return key in keys
+
+
 def _nest(key: str, value) -> dict:
     head, _, rest = key.partition(".")
     return {head: _nest(rest, value) if rest else value}

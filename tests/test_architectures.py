@@ -38,6 +38,8 @@ def _timm(base: str, **small):
 
 
 TIMM = {
+    "lab_tiny_fastvit_mci0": _timm("fastvit_mci0", layers=(1, 1, 1, 1)),
+    "lab_tiny_convnext": _timm("convnext_atto", depths=(1, 1, 1, 1), dims=(8, 16, 32, 64)),
     "lab_tiny_siglip": _timm("vit_base_patch16_siglip_224", img_size=32, embed_dim=32, depth=1, num_heads=2),
     "lab_tiny_eva02": _timm("eva02_base_patch16_clip_224", img_size=32, embed_dim=32, depth=1, num_heads=2),
     "lab_tiny_pe_core": _timm("vit_pe_core_tiny_patch16_384", img_size=32, embed_dim=32, depth=1, num_heads=2,
@@ -66,10 +68,10 @@ def families(tokenizer_dir, hf_dirs) -> dict[str, dict]:
         "clip-vit": {"embed_dim": 16, "vision_cfg": _vit(), "text_cfg": TEXT},
         "clip-resnet": {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8},
                         "text_cfg": TEXT},
-        "clip-timm-convnext": {"embed_dim": 16, "vision_cfg": _timm_vision("convnext_atto", "avg", "linear"),
+        "clip-timm-convnext": {"embed_dim": 16, "vision_cfg": _timm_vision("lab_tiny_convnext", "avg", "linear"),
                                "text_cfg": TEXT},
         "mobileclip": {"embed_dim": 16, "custom_text": True,
-                       "vision_cfg": _timm_vision("fastvit_mci0", "avg", None, size=64),
+                       "vision_cfg": _timm_vision("lab_tiny_fastvit_mci0", "avg", None, size=64),
                        "text_cfg": {**TEXT, "no_causal_mask": True}},
         "siglip": {"embed_dim": 32, "init_logit_bias": -10, "custom_text": True,
                    "vision_cfg": _timm_vision("lab_tiny_siglip", "map", "none"),
@@ -146,8 +148,8 @@ def test_each_family_distils_as_student_and_as_teacher(archs, family, tmp_path):
     assert clip.embed_dim == open_clip.get_model_config(arch)["embed_dim"]
     if family == "siglip":  # SigLIP-style models keep their bias (softmax terms are unchanged by it)
         assert clip.logit_bias is not None
+    other = archs["clip-vit"]  # the cheapest partner: the miniature ViT CLIP
     for role in ("student", "teacher"):
-        other = "shapes-student" if role == "teacher" else "shapes-teacher"
         models = {"student": arch, "teacher": other} if role == "student" else {"student": other, "teacher": arch}
         path = distill(default_config([*STEPS, f"student={models['student']}", f"teacher={models['teacher']}"]),
                        f"{family}-{role}", tmp_path)
@@ -159,3 +161,10 @@ def test_hf_tokenizer_absent_offline_is_one_sentence(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(LabError, match="tokenizer files of ViT-B-16-SigLIP2 .* not available offline"):
         zoo.create("ViT-B-16-SigLIP2")
+
+
+def test_mfd_on_a_non_vit_student_is_refused_before_training(archs, tmp_path):
+    with pytest.raises(LabError, match="mfd term masks ViT patch tokens.*ModifiedResNet"):
+        distill(default_config([*STEPS, "loss=mfd", f"student={archs['clip-resnet']}", f"teacher={archs['clip-vit']}"]),
+                "mfd", tmp_path)
+    assert not (tmp_path / "mfd").exists()

@@ -173,6 +173,32 @@ def run_benchmark(clip, spec: str, classnames_file: str = "", template_set: str 
             "task": record_task, "metrics": metrics, "language": "en"}
 
 
+def read_classnames(path: str | Path) -> list[str]:
+    """A class-names file: one name per line (blank lines ignored)."""
+    try:
+        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError as err:
+        raise LabError(f"eval.classnames file {path} does not exist; check the path.") from err
+    if not names:
+        raise LabError(f"eval.classnames file {path} holds no class names; write one name per line.")
+    return names
+
+
+def training_classnames(source: str, classnames_file: str, specs: list[str], shapes_names) -> list[str]:
+    """The class names a term that reads classes (Hinton KD) uses: ShapesWorld's on ShapesWorld; on real data
+    ``eval.classnames``, else the first ``classify:FOLDER`` benchmark's folders — never ShapesWorld's."""
+    if source == "shapes":
+        return list(shapes_names)
+    if classnames_file:
+        return read_classnames(classnames_file)
+    for spec in specs:
+        task, parts = parse_spec(spec)
+        if task == "classify" and len(parts) == 1:
+            return [d.name.replace("_", " ") for d in sorted(Path(parts[0]).iterdir()) if d.is_dir()]
+    raise LabError("The kd term needs the class names of your data; pass eval.classnames=FILE (one name per line) "
+                   "or a classify:FOLDER benchmark in eval.benchmarks.")
+
+
 def summary_metrics(records: list[dict]) -> dict[str, float]:
     """``benchmark/<dataset>/<metric>`` keys for a run's summary.json."""
     return {f"benchmark/{r['dataset']}/{k}": v for r in records for k, v in r["metrics"].items()}

@@ -12,6 +12,7 @@ the teacher cache by default (``teacher_mode=cache``, also spelt ``cached``) or 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +21,17 @@ import torch
 import torch.nn.functional as F
 
 from lab import runs
-from lab.config import apply_overrides, to_dict
-from lab.data.pairs import DataConfig, build_pairs, step_batches, to_tensors
+from lab.config import apply_overrides, overridden, to_dict
+from lab.data.pairs import DataConfig, build_pairs, shapes_only_size, size_note, step_batches, to_tensors
 from lab.data.shards import DamageReport, ShardStream, check_resume
 from lab.data.shards import check_config as check_shards
 from lab.data.shapes import PROMPT_TEMPLATES, label_space
 from lab.errors import LabError
 from lab.eval.probe import Probe
-from lab.eval.benchmarks import benchmark_specs, run_benchmark, summary_metrics
+from lab.eval.benchmarks import benchmark_specs, run_benchmark, summary_metrics, training_classnames
 from lab.eval.suite import EvalConfig, encode_texts, evaluate
 from lab.losses.functional import clip_loss, masked_encode_image
-from lab.losses.objective import Embeddings, Objective
+from lab.losses.objective import Embeddings, Objective, parse_terms
 from lab.models import zoo
 from lab.models.prompts import encode_text_batches, trim_padding
 from lab.train import dist
@@ -73,13 +74,42 @@ def default_config(overrides: list[str] | dict | None = None) -> DistillConfig:
     """The no-KD student's budget (the ``student`` pretraining preset) plus any overrides."""
     budget = {k: v for k, v in PRESETS["student"].items() if k.startswith(("data.", "train.", "eval."))}
     cfg = apply_overrides(apply_overrides(DistillConfig(), budget), overrides)
+    shapes_only_size(cfg.data, overridden(overrides, "data.size"))  # the preset's 8,192 never caps a CSV
     cfg.teacher_mode = TEACHER_MODE_ALIASES.get(cfg.teacher_mode, cfg.teacher_mode)  # config.json says "cache"
     return cfg
+
+
+def dataset_counts(data: DataConfig, dataset) -> dict:
+    """What the summary says about the data: the pairs a fixed dataset holds, and a data.size cap on a file dataset."""
+    counts = {} if getattr(dataset, "endless", False) or isinstance(dataset, ShardStream) else {"train_pairs": len(dataset)}
+    if size_note(data):
+        counts["data_size"] = data.size
+    return counts
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise LabError(f"Unknown {key} '{value}'; choose one of: {', '.join(choices)}.")
+
+
+def _own_text_tower(model) -> bool:
+    """open_clip's causal TextTransformer (CLIP, MobileCLIP, SigLIP …), which the lab's text helpers read
+    layer by layer; a Hugging Face tower or CoCa's class-token tower goes through ``encode_text`` instead."""
+    from open_clip.transformer import TextTransformer
+
+    tower = getattr(model, "text", model)
+    return (isinstance(tower, TextTransformer) or tower is model) and getattr(tower, "cls_emb", None) is None \
+        and hasattr(tower, "token_embedding")
+
+
+def check_mfd_student(student, objective) -> None:
+    """MFD masks ViT patch tokens: refuse another image tower before anything is trained."""
+    from open_clip.transformer import VisionTransformer
+
+    if objective.needs_masked_images and not isinstance(student.model.visual, VisionTransformer):
+        raise LabError(f"The mfd term masks ViT patch tokens, but {student.arch}'s image tower is a "
+                       f"{type(student.model.visual).__name__}; use a ViT student (open_clip's VisionTransformer) "
+                       f"or fd instead.")
 
 
 class DistillStep:
@@ -100,7 +130,8 @@ class DistillStep:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         if objective.needs_class_texts:  # Hinton KD: both models' zero-shot class weights, one prompt each
             prompts = [PROMPT_TEMPLATES[0].format(c) for c in classnames]
-            self.class_tokens = trim_padding(student.model, student.tokenize(prompts).to(self.device))
+            tokens = student.tokenize(prompts).to(self.device)
+            self.class_tokens = trim_padding(student.model, tokens) if _own_text_tower(student.model) else tokens
             self.teacher_classes = encode_texts(teacher, prompts).to(self.device)
 
     def teacher_outputs(self, batch, images):
@@ -128,8 +159,10 @@ class DistillStep:
         only_masked = masked_raw is not None and self.mfd_input == "masked"
         image_raw = masked_raw if only_masked else dist.gather(model.encode_image(images), ctx)
         scale = model.logit_scale.exp()
-        if objective.needs_class_texts:  # captions and class prompts share one token-embedding lookup
+        if objective.needs_class_texts and _own_text_tower(model):  # captions and class prompts: one token lookup
             text_raw, class_text_raw = encode_text_batches(model, tokens, self.class_tokens)
+        elif objective.needs_class_texts:  # a Hugging Face or CoCa text tower: open_clip's own encode_text
+            text_raw, class_text_raw = model.encode_text(tokens), model.encode_text(self.class_tokens)
         else:
             text_raw = model.encode_text(tokens)
         text_raw = dist.gather(text_raw, ctx)
@@ -154,6 +187,11 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     _check_choice("teacher_mode", cfg.teacher_mode, TEACHER_MODES)
     _check_choice("mfd_input", cfg.mfd_input, MFD_INPUTS)
     benchmarks = benchmark_specs(cfg.eval.benchmarks)
+    if size_note(cfg.data) and os.environ.get("RANK", "0") == "0":
+        print(size_note(cfg.data))
+    classnames = (training_classnames(cfg.data.source, cfg.eval.classnames, benchmarks,  # before any model load
+                                      label_space(cfg.eval.label_space).classnames)
+                  if "kd" in parse_terms(cfg.loss) else ())
     check_shards(cfg.data)  # webdataset settings and files, before any model is loaded
     device, ctx = start_processes(cfg.train)
     seed_everything(cfg.train.seed)
@@ -161,6 +199,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     teacher = zoo.load_teacher(cfg.teacher, str(device))
     objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant,
                           projection_point=cfg.projection).to(device)
+    check_mfd_student(student, objective)
     dist.broadcast_from_main([student.model, objective], ctx)
     if ctx.enabled:
         seed_everything(cfg.train.seed + ctx.rank)  # per-rank streams for anything random inside a step
@@ -188,7 +227,6 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     params = list(student.model.named_parameters()) + [(f"objective.{n}", p) for n, p in objective.named_parameters()]
     logger = RunLogger(writer, cfg.train.logger, ctx.is_main)
     trainer = Trainer(params, cfg.train, logger.log, desc=f"distill {run_id}", ctx=ctx)
-    classnames = label_space(cfg.eval.label_space).classnames
     step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed,
                           cfg.mfd_input, ctx)
     if checkpoint is not None:
@@ -231,7 +269,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
         metrics, arrays = evaluate(student, cfg.eval, teacher=teacher, projection=objective.projection)
         writer.save_embeddings(arrays)
     if benchmarks:  # real data: clip_benchmark's metrics, as benchmark/<dataset>/<metric>
-        records = [run_benchmark(student, spec) for spec in benchmarks]
+        records = [run_benchmark(student, spec, cfg.eval.classnames) for spec in benchmarks]
         runs.atomic_write_json(writer.path / "benchmarks.json", records)
         metrics.update(summary_metrics(records))
     logger.close(metrics)
@@ -240,7 +278,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
         "teacher_params": teacher.num_parameters(), "teacher_mode": cfg.teacher_mode,
         "wall_time_s": stats.wall_time_s, "eval_time_s": time.perf_counter() - t0,
         "mean_step_s": stats.mean_step_s, "mean_data_s": stats.mean_data_s, "images_per_s": stats.images_per_s,
-        "steps": stats.steps, "processes": ctx.world_size, "precision": cfg.train.precision,
+        "steps": stats.steps, "processes": ctx.world_size, **dataset_counts(cfg.data, dataset), "precision": cfg.train.precision,
         "checkpoint": "last", "epoch_policy": "last step", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     return writer.path

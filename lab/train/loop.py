@@ -68,7 +68,7 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 def compile_towers(model: torch.nn.Module) -> None:
     """``torch.compile`` the image and text towers in place (state-dict keys and checkpoints unchanged)."""
-    for tower in (getattr(model, "visual", None), getattr(model, "transformer", None)):
+    for tower in (getattr(model, "visual", None), getattr(model, "transformer", None), getattr(model, "text", None)):
         if tower is not None:
             tower.compile()
 
