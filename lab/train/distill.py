@@ -139,8 +139,9 @@ class DistillStep:
             f = {k: torch.as_tensor(batch.factors[f"teacher_{k}"], device=self.device) for k in ("image", "text", "scale")}
             return f["image"], f["text"], f["scale"][0]
         if self.cached is not None:
-            index = torch.as_tensor(batch.factors["index"], device=self.device)
-            return self.cached["image"][index], self.cached["text"][index], self.cached["scale"][0]
+            index = torch.as_tensor(batch.factors["index"])  # rows of the memory-mapped cache, this batch's only
+            rows = [self.cached[k][index].to(self.device, torch.float32) for k in ("image", "text")]
+            return rows[0], rows[1], self.cached["scale"][0].to(self.device)
         teacher = self.teacher
         with torch.no_grad():
             t_images = images if teacher.image_size == self.student.image_size else teacher.image_tensor(batch.images)
@@ -216,7 +217,6 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
             cached, hit = cache.load_or_build(teacher, dataset, to_dict(cfg.data))
         if ctx.is_main:
             print(f"teacher cache {'hit' if hit else 'built'}: {len(dataset)} pairs (entry {cache.last_path})")
-        cached = {k: v.to(device) for k, v in cached.items()}
     writer, checkpoint = open_run(runs_dir, run_id, "distill", {**to_dict(cfg), "formula": objective.formula()},
                                   to_dict(cfg), cfg.train.seed, overwrite, resume, ctx)
     if ctx.is_main:
