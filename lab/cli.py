@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--templates", default="openai", help="prompt templates: openai (ImageNet's 80), simple or lab")
     p.add_argument("--split", default="test", help="split of a CoOp split file or a Karpathy retrieval file")
     p.add_argument("--output", default="", help="also write the benchmark records to this JSON file")
+    p.add_argument("--workers", type=int, default=0, help="benchmark images: DataLoader worker processes decoding "
+                   "and preprocessing batches (0: in this process)")
 
     p = sub.add_parser("sweep", help="train a named ablation grid over seeds (resumable) and write its tables")
     p.add_argument("--grid", required=True, help="clipkd, cliprd, core, comkd or promptkd-vs-comkd")
@@ -296,7 +298,8 @@ def _cmd_eval(args) -> int:
     if args.benchmark:
         from lab.eval.benchmarks import run_benchmark
 
-        records = [run_benchmark(clip, spec, args.classnames, args.templates, args.split) for spec in args.benchmark]
+        records = [run_benchmark(clip, spec, args.classnames, args.templates, args.split, workers=args.workers)
+                   for spec in args.benchmark]
         if args.output:
             from lab.runs import atomic_write_json
 

@@ -269,7 +269,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
         metrics, arrays = evaluate(student, cfg.eval, teacher=teacher, projection=objective.projection)
         writer.save_embeddings(arrays)
     if benchmarks:  # real data: clip_benchmark's metrics, as benchmark/<dataset>/<metric>
-        records = [run_benchmark(student, spec, cfg.eval.classnames) for spec in benchmarks]
+        records = [run_benchmark(student, spec, cfg.eval.classnames, workers=cfg.data.workers) for spec in benchmarks]
         runs.atomic_write_json(writer.path / "benchmarks.json", records)
         metrics.update(summary_metrics(records))
     logger.close(metrics)
