@@ -115,7 +115,7 @@ RANGES = {
     ("TrainConfig", "warmup"): NON_NEGATIVE, ("TrainConfig", "grad_clip"): NON_NEGATIVE,
     ("TrainConfig", "log_every"): _at_least(1), ("TrainConfig", "eval_every"): NON_NEGATIVE,
     ("TrainConfig", "checkpoint_every"): NON_NEGATIVE, ("TrainConfig", "seed"): SEED,
-    ("TrainConfig", "threads"): NON_NEGATIVE,
+    ("TrainConfig", "threads"): NON_NEGATIVE, ("TrainConfig", "accumulate"): _at_least(1),
     ("DataConfig", "size"): NON_NEGATIVE, ("DataConfig", "seed"): SEED, ("DataConfig", "image_size"): _at_least(16),
     ("DataConfig", "workers"): NON_NEGATIVE, ("DataConfig", "shuffle_buffer"): NON_NEGATIVE,
     ("DataConfig", "augmentations"): NON_NEGATIVE,

@@ -79,7 +79,7 @@ class ClipModel:
         cfg = self.model.visual.preprocess_cfg
         mean = torch.tensor(cfg["mean"], device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(cfg["std"], device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return ((x - mean) / std).to(next(self.model.parameters()).dtype)  # a float64 model gets float64 inputs
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """Token ids (N, context_length); captions repeat a lot, so each distinct one is tokenized once."""

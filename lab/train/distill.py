@@ -39,6 +39,7 @@ from lab.train.cache import TeacherCache
 from lab.train.logger import RunLogger
 from lab.train.reinforced_cache import ShardTeacher
 from lab.train.checkpoint import open_run, restore, training_state
+from lab.train.gradcache import check_accumulate
 from lab.train.loop import Trainer, TrainConfig, compile_towers, seed_everything, start_processes
 from lab.train.pretrain import PRESETS, clamp_logit_scale
 
@@ -77,6 +78,10 @@ def default_config(overrides: list[str] | dict | None = None) -> DistillConfig:
     shapes_only_size(cfg.data, overridden(overrides, "data.size"))  # the preset's 8,192 never caps a CSV
     cfg.teacher_mode = TEACHER_MODE_ALIASES.get(cfg.teacher_mode, cfg.teacher_mode)  # config.json says "cache"
     return cfg
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def dataset_counts(data: DataConfig, dataset) -> dict:
@@ -122,9 +127,11 @@ class DistillStep:
 
     def __init__(self, student, teacher, objective: Objective, cached: dict | None = None,
                  mask_ratio: float = 0.5, classnames=(), seed: int = 0, mfd_input: str = "masked",
-                 ctx: dist.Context = dist.SINGLE):
+                 ctx: dist.Context = dist.SINGLE, accumulate: int = 1):
         _check_choice("mfd_input", mfd_input, MFD_INPUTS)
         self.student, self.teacher, self.objective, self.cached = student, teacher, objective, cached
+        self.accumulate = accumulate  # > 1: GradCache (lab.train.gradcache) — this step backpropagates itself
+        self.backpropagates = accumulate > 1
         self.mask_ratio, self.mfd_input, self.ctx = mask_ratio, mfd_input, ctx
         self.device = next(student.model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -140,7 +147,8 @@ class DistillStep:
             return f["image"], f["text"], f["scale"][0]
         if self.cached is not None:
             index = torch.as_tensor(batch.factors["index"])  # rows of the memory-mapped cache, this batch's only
-            rows = [self.cached[k][index].to(self.device, torch.float32) for k in ("image", "text")]
+            dtype = next(self.student.model.parameters()).dtype
+            rows = [self.cached[k][index].to(self.device, dtype) for k in ("image", "text")]
             return rows[0], rows[1], self.cached["scale"][0].to(self.device)
         teacher = self.teacher
         with torch.no_grad():
@@ -149,9 +157,42 @@ class DistillStep:
                     teacher.model.encode_text(teacher.tokenize(batch.captions), normalize=True),
                     teacher.model.logit_scale.exp())
 
+    def _terms(self, batch, images, image_raw, text_raw, scale, masked_raw=None, class_text_raw=None):
+        """The objective's terms on the (gathered) student embeddings of the whole batch."""
+        ctx = self.ctx
+        if not self.objective.names:
+            return {"task": clip_loss(F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1), scale)}
+        t_image, t_text, t_scale = self.teacher_outputs(batch, images)
+        e = Embeddings(image_raw, text_raw, scale, dist.gather(t_image, ctx), dist.gather(t_text, ctx), t_scale,
+                       masked_image_raw=masked_raw)
+        if self.objective.needs_class_texts:
+            e.class_text_raw, e.teacher_class_text = class_text_raw, self.teacher_classes
+        return self.objective(e)
+
+    def _gradcache(self, batch, images, tokens) -> dict[str, torch.Tensor]:
+        """train.accumulate=N: the full batch's exact gradient, the towers run N chunks at a time."""
+        from lab.train.gradcache import gradcache_step
+
+        model, ctx = self.student.model, self.ctx
+
+        def loss_of(image_raw, text_raw, class_text_raw):
+            return self._terms(batch, images, dist.gather(image_raw, ctx), dist.gather(text_raw, ctx),
+                               model.logit_scale.exp(), class_text_raw=class_text_raw)
+
+        def classes():  # the class prompts (trimmed of padding for the lab's own text tower)
+            own = _own_text_tower(model)
+            return encode_text_batches(model, self.class_tokens)[0] if own else model.encode_text(self.class_tokens)
+
+        if not self.objective.needs_class_texts:
+            classes = None
+        return gradcache_step(lambda i, t: (model.encode_image(i), model.encode_text(t)), loss_of, images, tokens,
+                              self.accumulate, classes)
+
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         model, objective, ctx = self.student.model, self.objective, self.ctx
         images, tokens = to_tensors(batch, self.student)
+        if self.accumulate > 1:
+            return self._gradcache(batch, images, tokens)
         masked_raw = None
         if objective.needs_masked_images:
             keep_rule = "floor" if objective.variant_of("mfd") == "official" else "ceil"  # the official ⌊(1 − r)·L⌋
@@ -167,14 +208,8 @@ class DistillStep:
         else:
             text_raw = model.encode_text(tokens)
         text_raw = dist.gather(text_raw, ctx)
-        if not objective.names:
-            return {"task": clip_loss(F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1), scale)}
-        t_image, t_text, t_scale = self.teacher_outputs(batch, images)
-        e = Embeddings(image_raw, text_raw, scale, dist.gather(t_image, ctx), dist.gather(t_text, ctx), t_scale,
-                       masked_image_raw=masked_raw)
-        if objective.needs_class_texts:
-            e.class_text_raw, e.teacher_class_text = class_text_raw, self.teacher_classes
-        return objective(e)
+        return self._terms(batch, images, image_raw, text_raw, scale, masked_raw,
+                           class_text_raw if objective.needs_class_texts else None)
 
 
 def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", overwrite: bool = False,
@@ -188,6 +223,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     _check_choice("teacher_mode", cfg.teacher_mode, TEACHER_MODES)
     _check_choice("mfd_input", cfg.mfd_input, MFD_INPUTS)
     benchmarks = benchmark_specs(cfg.eval.benchmarks)
+    check_accumulate(cfg.train.accumulate, parse_terms(cfg.loss), cfg.train.batch_size // max(1, _world_size()))
     if size_note(cfg.data) and os.environ.get("RANK", "0") == "0":
         print(size_note(cfg.data))
     classnames = (training_classnames(cfg.data.source, cfg.eval.classnames, benchmarks,  # before any model load
@@ -223,12 +259,14 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
         print(objective.formula())
     if cfg.train.compile:
         compile_towers(student.model)
+    if cfg.train.grad_checkpointing:  # open_clip's activation checkpointing: less memory, one more forward
+        student.model.set_grad_checkpointing(True)
     student.model.train()
     params = list(student.model.named_parameters()) + [(f"objective.{n}", p) for n, p in objective.named_parameters()]
     logger = RunLogger(writer, cfg.train.logger, ctx.is_main)
     trainer = Trainer(params, cfg.train, logger.log, desc=f"distill {run_id}", ctx=ctx)
     step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed,
-                          cfg.mfd_input, ctx)
+                          cfg.mfd_input, ctx, accumulate=cfg.train.accumulate)
     if checkpoint is not None:
         restore(checkpoint, trainer, {"model": student.model.load_state_dict, "objective": objective.load_state_dict},
                 {"mfd": step_fn.generator}, ctx)

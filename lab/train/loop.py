@@ -47,6 +47,8 @@ class TrainConfig:
     threads: int = 0
     precision: str = "fp32"  # fp32, or bf16: bfloat16 autocast of the forward (CUDA only)
     compile: bool = False  # torch.compile the student's towers
+    accumulate: int = 1  # > 1: GradCache — the batch's exact gradient, the student's towers run in this many chunks
+    grad_checkpointing: bool = False  # open_clip's set_grad_checkpointing: recompute activations in the backward
     logger: str = "jsonl"  # or tensorboard: event files beside metrics.jsonl too (lab.train.logger)
 
 
@@ -201,16 +203,17 @@ class Trainer:
         parameters, averaged over the processes under torchrun."""
         cfg = self.cfg
         try:
+            self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, cfg.precision):
-                terms = step_fn(batch)
+                terms = step_fn(batch)  # a GradCache step (train.accumulate > 1) runs its own backward
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 bad = [k for k, v in terms.items() if not torch.isfinite(v)]
                 raise LabError(f"The loss became non-finite at step {self.step} in term "
                                f"'{bad[0] if bad else 'loss'}'; lower train.lr or that term's weight "
                                f"(the last good checkpoint is kept).")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if not getattr(step_fn, "backpropagates", False):
+                loss.backward()
         except torch.OutOfMemoryError as err:
             hint = "" if cfg.precision == "bf16" else " or set train.precision=bf16"
             raise LabError(f"The GPU ran out of memory at step {self.step} with train.batch_size="
