@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --shards: more teachers (comma-separated) whose cache-teacher throughput is measured "
                         "after --teacher's; the default, open_clip's ViT-B-32 at 224 px (random weights: the cost "
                         "does not depend on them), shows a teacher of real size; '' for none")
+    p.add_argument("--accumulate", type=positive_int, default=0, metavar="N",
+                   help="time a GradCache step of N chunks (train.accumulate=N) against the full-batch step, instead")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("cost", help="teacher vs student parameters, FLOPs, latency and throughput beside each "
@@ -375,6 +377,14 @@ def _bench(args, emit) -> int:
                               "loss_scaling": [{**vars(c), "ratio": c.ratio} for c in scaling]}, indent=2))
         else:
             emit(format_scaling(scaling, items_per_s, machine_description()))
+        return 0
+    if args.accumulate:
+        from lab.bench.accumulate import accumulate_costs, format_accumulate
+
+        row = accumulate_costs(args.accumulate, (names or ["clipkd"])[0], args.batch_size, args.rounds, args.steps,
+                               args.student, args.device)
+        emit(json.dumps({"device": machine_description(), "accumulate": row}, indent=2) if args.json
+             else format_accumulate(row, machine_description()))
         return 0
     if args.cache_key:
         from lab.bench.cache import cache_key_times, format_key_times
