@@ -268,6 +268,10 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed,
                           cfg.mfd_input, ctx, accumulate=cfg.train.accumulate)
     if checkpoint is not None:
+        if int(checkpoint.get("processes", ctx.world_size)) != ctx.world_size:
+            raise LabError(f"Run {run_id} was trained on {int(checkpoint['processes'])} processes and this resume "
+                           f"has {ctx.world_size}; resume it with the same torchrun --nproc_per_node (the batch "
+                           f"split and the data streams depend on it).")
         restore(checkpoint, trainer, {"model": student.model.load_state_dict, "objective": objective.load_state_dict},
                 {"mfd": step_fn.generator}, ctx)
         check_resume(checkpoint["config"], cfg)
@@ -290,7 +294,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
         if ctx.is_main:
             writer.save_checkpoint(training_state(
                 trainer, {"model": student.model.state_dict(), "objective": objective.state_dict()}, to_dict(cfg),
-                {"mfd": step_fn.generator}, arch=student.arch))
+                {"mfd": step_fn.generator}, arch=student.arch, processes=ctx.world_size))
 
     damage = DamageReport()
     batches = damage.track(step_batches(dataset, cfg.train.batch_size, cfg.train.steps, cfg.train.seed,

@@ -159,11 +159,14 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 @dataclass
 class FitStats:
+    """A run's timings; ``None`` where nothing was measured (the first two steps are warm-up and not timed).
+    ``wall_time_s`` covers every part of a resumed run (the time before each checkpoint is carried in it)."""
+
     steps: int
     wall_time_s: float
-    mean_step_s: float
-    mean_data_s: float
-    images_per_s: float
+    mean_step_s: float | None
+    mean_data_s: float | None
+    images_per_s: float | None
 
 
 def bars_disabled() -> bool:
@@ -186,17 +189,25 @@ class Trainer:
         check_precision(cfg.precision, self.device)
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
         self.step = 0
+        self.wall_before = 0.0  # training seconds of the parts before a resume
+        self._fit_started: float | None = None
+
+    def wall_time_s(self) -> float:
+        """Training seconds so far, over every resumed part of the run."""
+        running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
+        return self.wall_before + running
 
     def state_dict(self) -> dict:
         """Optimiser and step; the schedule is a pure function of the step (:func:`lr_at`), recorded for reading."""
         cfg = self.cfg
-        return {"optimizer": self.optimizer.state_dict(), "step": self.step,
+        return {"optimizer": self.optimizer.state_dict(), "step": self.step, "wall_time_s": self.wall_time_s(),
                 "scheduler": {"kind": "linear warm-up + cosine", "lr": cfg.lr, "warmup": cfg.warmup,
                               "steps": cfg.steps, "step": self.step}}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        self.wall_before = float(state.get("wall_time_s", 0.0))
 
     def compute(self, step_fn: Callable, batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One forward and backward: the named terms and their sum. The gradients are left on the
@@ -235,7 +246,7 @@ class Trainer:
         ``checkpoint(step)`` runs every ``cfg.checkpoint_every`` steps (the trainer saves the final state itself)."""
         cfg = self.cfg
         compute, data_wait, images, timed = 0.0, 0.0, 0, 0
-        started = time.perf_counter()
+        started = self._fit_started = time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc, unit="step", dynamic_ncols=True,
                    mininterval=1.0, disable=not self.ctx.is_main or bars_disabled())
         t_data = time.perf_counter()
@@ -275,6 +286,8 @@ class Trainer:
             bar.update(1)
             t_data = time.perf_counter()
         bar.close()
-        wall = time.perf_counter() - started
-        return FitStats(self.step, wall, compute / max(timed, 1), data_wait / max(timed, 1),
-                        images / max(compute + data_wait, 1e-9))
+        wall = self.wall_time_s()
+        self._fit_started, self.wall_before = None, wall
+        if not timed:  # nothing measured: null in summary.json, never a made-up 0.0
+            return FitStats(self.step, wall, None, None, None)
+        return FitStats(self.step, wall, compute / timed, data_wait / timed, images / max(compute + data_wait, 1e-9))
