@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--templates", default="openai", help="prompt templates: openai (ImageNet's 80), simple or lab")
     p.add_argument("--split", default="test", help="split of a CoOp split file or a Karpathy retrieval file")
     p.add_argument("--output", default="", help="also write the benchmark records to this JSON file")
+    p.add_argument("--workers", type=int, default=0, help="benchmark images: DataLoader worker processes decoding "
+                   "and preprocessing batches (0: in this process)")
 
     p = sub.add_parser("sweep", help="train a named ablation grid over seeds (resumable) and write its tables")
     p.add_argument("--grid", required=True, help="clipkd, cliprd, core, comkd, promptkd-vs-comkd, modern, inherit, "
@@ -149,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --shards: more teachers (comma-separated) whose cache-teacher throughput is measured "
                         "after --teacher's; the default, open_clip's ViT-B-32 at 224 px (random weights: the cost "
                         "does not depend on them), shows a teacher of real size; '' for none")
+    p.add_argument("--accumulate", type=positive_int, default=0, metavar="N",
+                   help="time a GradCache step of N chunks (train.accumulate=N) against the full-batch step, instead")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("cost", help="teacher vs student parameters, FLOPs, latency and throughput beside each "
@@ -312,7 +316,8 @@ def _cmd_eval(args) -> int:
     if args.benchmark:
         from lab.eval.benchmarks import run_benchmark
 
-        records = [run_benchmark(clip, spec, args.classnames, args.templates, args.split) for spec in args.benchmark]
+        records = [run_benchmark(clip, spec, args.classnames, args.templates, args.split, workers=args.workers)
+                   for spec in args.benchmark]
         if args.output:
             from lab.runs import atomic_write_json
 
@@ -395,6 +400,14 @@ def _bench(args, emit) -> int:
                               "loss_scaling": [{**vars(c), "ratio": c.ratio} for c in scaling]}, indent=2))
         else:
             emit(format_scaling(scaling, items_per_s, machine_description()))
+        return 0
+    if args.accumulate:
+        from lab.bench.accumulate import accumulate_costs, format_accumulate
+
+        row = accumulate_costs(args.accumulate, (names or ["clipkd"])[0], args.batch_size, args.rounds, args.steps,
+                               args.student, args.device)
+        emit(json.dumps({"device": machine_description(), "accumulate": row}, indent=2) if args.json
+             else format_accumulate(row, machine_description()))
         return 0
     if args.cache_key:
         from lab.bench.cache import cache_key_times, format_key_times

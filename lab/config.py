@@ -115,7 +115,7 @@ RANGES = {
     ("TrainConfig", "warmup"): NON_NEGATIVE, ("TrainConfig", "grad_clip"): NON_NEGATIVE,
     ("TrainConfig", "log_every"): _at_least(1), ("TrainConfig", "eval_every"): NON_NEGATIVE,
     ("TrainConfig", "checkpoint_every"): NON_NEGATIVE, ("TrainConfig", "seed"): SEED,
-    ("TrainConfig", "threads"): NON_NEGATIVE,
+    ("TrainConfig", "threads"): NON_NEGATIVE, ("TrainConfig", "accumulate"): _at_least(1),
     ("DataConfig", "size"): NON_NEGATIVE, ("DataConfig", "seed"): SEED, ("DataConfig", "image_size"): _at_least(16),
     ("DataConfig", "workers"): NON_NEGATIVE, ("DataConfig", "shuffle_buffer"): NON_NEGATIVE,
     ("DataConfig", "augmentations"): NON_NEGATIVE,
@@ -177,6 +177,14 @@ def check_ranges(cfg, prefix: str = "") -> None:
             test, accepts = RANGES[rule]
             if not test(value):
                 raise LabError(f"{key} must be {accepts}, got {value}.")
+
+
+def overridden(overrides: dict | list[str] | None, key: str) -> bool:
+    """Whether ``key`` is set by these overrides (a dict of dotted keys or ``key=value`` strings)."""
+    if not overrides:
+        return False
+    keys = overrides.keys() if isinstance(overrides, dict) else (str(t).partition("=")[0].strip() for t in overrides)
+    return key in keys
 
 
 def _nest(key: str, value) -> dict:

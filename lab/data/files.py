@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from lab.data.preprocess import resize_center_crop
 from lab.data.shapes import Batch
 from lab.errors import LabError
 
@@ -48,17 +49,11 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def load_image(path: Path, image_size: int, where: str = "") -> np.ndarray:
-    """One image as (S, S, 3) uint8: shorter side resized to S (bicubic), centre crop."""
+    """One image as (S, S, 3) uint8: shorter side resized to S (bicubic), centre crop — torchvision's exact
+    arithmetic (:func:`lab.data.preprocess.resize_center_crop`), so the pixels are open_clip's preprocess's."""
     try:
         with Image.open(path) as im:
-            im = to_rgb(im)
-            w, h = im.size
-            scale = image_size / min(w, h)
-            im = im.resize((max(image_size, round(w * scale)), max(image_size, round(h * scale))),
-                           Image.BICUBIC)
-            w, h = im.size
-            left, top = (w - image_size) // 2, (h - image_size) // 2
-            return np.asarray(im.crop((left, top, left + image_size, top + image_size)), dtype=np.uint8)
+            return resize_center_crop(to_rgb(im), image_size)  # torchvision's, as open_clip's preprocess
     except FileNotFoundError as err:
         raise LabError(f"Image {path}{where} does not exist; fix the path or remove that row.") from err
     except OSError as err:

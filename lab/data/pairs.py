@@ -169,6 +169,21 @@ def step_batches(dataset: Dataset, batch_size: int, steps: int, seed: int, start
                       persistent_workers=False, generator=torch.Generator().manual_seed(seed))
 
 
+def shapes_only_size(data: DataConfig, explicit: bool) -> DataConfig:
+    """``data.size`` from a ShapesWorld preset sizes ShapesWorld only: on a CSV or shards it is dropped (every
+    pair is read) unless the user set it, which :func:`size_note` then reports in the run's first line."""
+    if data.source != "shapes" and not explicit:
+        data.size = 0
+    return data
+
+
+def size_note(data: DataConfig) -> str:
+    """The line a run on a file dataset starts with when ``data.size`` caps it ('' when nothing is capped)."""
+    if data.source == "shapes" or not data.size:
+        return ""
+    return f"data.size={data.size}: training on the first {data.size} pairs of {data.source} only (data.size=0 reads all)"
+
+
 def build_pairs(cfg: DataConfig) -> Dataset:
     """The training dataset a :class:`DataConfig` describes."""
     if cfg.source == "shapes":

@@ -30,9 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lab.data.files import class_folder, load_image, read_json_file, split_file
+from lab.data.files import class_folder, read_json_file, split_file
 from lab.errors import LabError
-from lab.eval.suite import encode_images
 from lab.eval.zeroshot import class_embeddings
 
 TEMPLATE_SETS = ("openai", "simple", "lab")
@@ -149,8 +148,38 @@ def encode_captions(clip, captions: list[str], batch_size: int = 512) -> torch.T
     return F.normalize(torch.cat(feats), dim=-1)
 
 
-def _load_images(paths, image_size: int) -> np.ndarray:
-    return np.stack([load_image(p, image_size) for p in paths])
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files through open_clip's own eval preprocess for the model (:func:`lab.data.preprocess.model_transform`)."""
+
+    def __init__(self, paths, transform):
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                return self.transform(im.convert("RGB"))
+        except FileNotFoundError as err:
+            raise LabError(f"Image {self.paths[i]} does not exist; fix the path or remove it.") from err
+        except OSError as err:
+            raise LabError(f"Image {self.paths[i]} cannot be read ({err}); replace the file or remove it.") from err
+
+
+@torch.no_grad()
+def encode_image_files(clip, paths, batch_size: int = 256, workers: int = 0) -> torch.Tensor:
+    """Normalised image embeddings of image files, streamed: a DataLoader (``workers`` processes) decodes and
+    preprocesses one batch at a time, so an ImageNet-size set never sits in memory as one array."""
+    from lab.data.preprocess import model_transform
+
+    clip.model.eval()
+    loader = torch.utils.data.DataLoader(ImageFiles(paths, model_transform(clip)), batch_size=batch_size,
+                                         num_workers=workers, shuffle=False)
+    feats = [clip.model.encode_image(x.to(clip.device)).float().cpu() for x in loader]
+    return F.normalize(torch.cat(feats), dim=-1)
 
 
 def parse_spec(spec: str) -> tuple[str, list[str]]:
@@ -162,7 +191,7 @@ def parse_spec(spec: str) -> tuple[str, list[str]]:
 
 
 def run_benchmark(clip, spec: str, classnames_file: str = "", template_set: str = "openai", split: str = "test",
-                  batch_size: int = 256) -> dict:
+                  batch_size: int = 256, workers: int = 0) -> dict:
     """One benchmark: clip_benchmark's JSON record (``metrics`` holds the numbers)."""
     task, parts = parse_spec(spec)
     if task == "classify":
@@ -178,20 +207,46 @@ def run_benchmark(clip, spec: str, classnames_file: str = "", template_set: str 
             data = class_folder(parts[0], clip.image_size, names)
         else:
             data = split_file(parts[0], parts[1], split, clip.image_size)
-        images = encode_images(clip, _load_images(data.paths, clip.image_size), batch_size)
+        images = encode_image_files(clip, data.paths, batch_size, workers)
         weights = class_embeddings(lambda texts: encode_captions(clip, texts, batch_size), data.classnames,
                                    templates(template_set))
         metrics = classification_metrics(images @ weights.T, torch.as_tensor(data.labels))
         record_task, dataset = "zeroshot_classification", parts[0]
     else:
         data = retrieval_set(parts[0], split)
-        images = encode_images(clip, _load_images(data.paths, clip.image_size), batch_size)
+        images = encode_image_files(clip, data.paths, batch_size, workers)
         metrics = retrieval_metrics(images, encode_captions(clip, data.captions, batch_size),
                                     torch.as_tensor(data.text_image))
         record_task, dataset = "zeroshot_retrieval", parts[0]
     arch, _, pretrained = clip.source.partition(":")
     return {"dataset": Path(dataset).stem, "model": clip.arch, "pretrained": pretrained or clip.source,
             "task": record_task, "metrics": metrics, "language": "en"}
+
+
+def read_classnames(path: str | Path) -> list[str]:
+    """A class-names file: one name per line (blank lines ignored)."""
+    try:
+        names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError as err:
+        raise LabError(f"eval.classnames file {path} does not exist; check the path.") from err
+    if not names:
+        raise LabError(f"eval.classnames file {path} holds no class names; write one name per line.")
+    return names
+
+
+def training_classnames(source: str, classnames_file: str, specs: list[str], shapes_names) -> list[str]:
+    """The class names a term that reads classes (Hinton KD) uses: ShapesWorld's on ShapesWorld; on real data
+    ``eval.classnames``, else the first ``classify:FOLDER`` benchmark's folders — never ShapesWorld's."""
+    if source == "shapes":
+        return list(shapes_names)
+    if classnames_file:
+        return read_classnames(classnames_file)
+    for spec in specs:
+        task, parts = parse_spec(spec)
+        if task == "classify" and len(parts) == 1:
+            return [d.name.replace("_", " ") for d in sorted(Path(parts[0]).iterdir()) if d.is_dir()]
+    raise LabError("The kd term needs the class names of your data; pass eval.classnames=FILE (one name per line) "
+                   "or a classify:FOLDER benchmark in eval.benchmarks.")
 
 
 def summary_metrics(records: list[dict]) -> dict[str, float]:

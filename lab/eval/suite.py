@@ -40,6 +40,7 @@ class EvalConfig:
     probe_per_style: int = 256  # every train.eval_every steps: a small subset scored (lab.eval.probe)
     snapshot_items: int = 256  # ... and this many plain items' embeddings stored in snapshots.npz
     benchmarks: str = ""  # real data, after training: specs joined by ';' (lab.eval.benchmarks), into summary.json
+    classnames: str = ""  # real data: a file of class names, one a line (Hinton KD's classes; classify:FOLDER's names)
     val_per_style: int = 0  # > 0: also score this many validation-split images per style, into val/... keys
 
 

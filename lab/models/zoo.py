@@ -46,7 +46,16 @@ class ClipModel:
 
     @property
     def embed_dim(self) -> int:
-        return int(self.model.text_projection.shape[1])
+        """The joint embedding's width, for ``CLIP`` and ``CustomTextCLIP`` (MobileCLIP, SigLIP, EVA, CoCa …) alike."""
+        return embed_dim(self.model, self.arch)
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        """SigLIP-style models' learned logit bias (None for CLIP): ``logits = scale · v tᵀ + bias``.
+
+        Every softmax-based term is unchanged by a constant added to every logit, so the
+        contrastive and relational terms read the scale only; the bias is kept with the weights."""
+        return getattr(self.model, "logit_bias", None)
 
     @property
     def image_size(self) -> int:
@@ -71,7 +80,7 @@ class ClipModel:
         cfg = self.model.visual.preprocess_cfg
         mean = torch.tensor(cfg["mean"], device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(cfg["std"], device=x.device).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return ((x - mean) / std).to(next(self.model.parameters()).dtype)  # a float64 model gets float64 inputs
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """Token ids (N, context_length); captions repeat a lot, so each distinct one is tokenized once."""
@@ -84,6 +93,36 @@ class ClipModel:
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+
+def embed_dim(model: torch.nn.Module, arch: str = "") -> int:
+    """The embedding width from the model's config (open_clip's ``embed_dim``), else read off its text tower."""
+    config = open_clip.get_model_config(arch) if arch else None
+    if config and "embed_dim" in config:
+        return int(config["embed_dim"])
+    projection = getattr(model, "text_projection", None)
+    if isinstance(projection, torch.Tensor):
+        return int(projection.shape[1])
+    tower = getattr(model, "text", None)
+    if getattr(tower, "output_dim", None):
+        return int(tower.output_dim)
+    raise LabError(f"Cannot tell the embedding width of {type(model).__name__} ({arch}); "
+                   f"load it by its open_clip architecture name.")
+
+
+def tokenizer_for(arch: str):
+    """open_clip's tokenizer for ``arch`` (its own BPE, or the Hugging Face tokenizer a config names).
+
+    Offline, a Hugging Face tokenizer must already be in the local cache (or the config must name a
+    local folder); if it is not, one sentence says which files are missing and how to get them."""
+    try:
+        return open_clip.get_tokenizer(arch)
+    except (OSError, ValueError) as err:
+        config = open_clip.get_model_config(arch) or {}
+        name = config.get("text_cfg", {}).get("hf_tokenizer_name") or config.get("text_cfg", {}).get("hf_model_name")
+        raise LabError(f"The tokenizer files of {arch} ({name or 'Hugging Face'}) are not available offline; download "
+                       f"them once with network access (unset HF_HUB_OFFLINE) or point the config's "
+                       f"hf_tokenizer_name at a local folder.") from err
 
 
 def known_architectures() -> list[str]:
@@ -118,11 +157,20 @@ def create(arch: str, pretrained: str | None = None, device: str = "cpu") -> Cli
     if pretrained and not os.path.isfile(pretrained) and _offline_tag_missing(arch, pretrained):
         raise LabError(f"Pretrained weights {arch}:{pretrained} are not available offline; download them once "
                        f"with network access (unset HF_HUB_OFFLINE) or pass a local file as {arch}:/path/to/weights.pt.")
+    tokenizer = tokenizer_for(arch)  # before the weights: a missing tokenizer costs no model build
     logging.disable(logging.WARNING)  # open_clip warns on every random init
     try:  # open_clip reads a checkpoint file with torch.load(weights_only=True) or safetensors
-        model = open_clip.create_model(arch, pretrained=pretrained, device=device, weights_only=True)
+        model = open_clip.create_model(arch, pretrained=pretrained, device=device, weights_only=True,
+                                          pretrained_text=False)  # ARCH alone means random init, text tower too
     except pickle.UnpicklingError as err:
         raise unreadable_checkpoint(pretrained, err) from err
+    except OSError as err:  # a Hugging Face text tower's config files, absent offline
+        hf = (open_clip.get_model_config(arch) or {}).get("text_cfg", {}).get("hf_model_name")
+        if not hf:
+            raise
+        raise LabError(f"{arch}'s text tower {hf} needs its Hugging Face config files, which are not available "
+                       f"offline; download them once with network access (unset HF_HUB_OFFLINE) or point "
+                       f"hf_model_name at a local folder.") from err
     except RuntimeError as err:
         if pretrained and not os.path.isfile(pretrained):
             tags = open_clip.list_pretrained_tags_by_model(arch)
@@ -137,7 +185,7 @@ def create(arch: str, pretrained: str | None = None, device: str = "cpu") -> Cli
     finally:
         logging.disable(logging.NOTSET)
     model.eval()
-    return ClipModel(model, open_clip.get_tokenizer(arch), arch, f"{arch}:{pretrained}" if pretrained else arch)
+    return ClipModel(model, tokenizer, arch, f"{arch}:{pretrained}" if pretrained else arch)
 
 
 def _mismatch(arch: str, path, err: Exception, cause: str = "") -> LabError:

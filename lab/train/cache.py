@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from tqdm.auto import tqdm
 
 from lab.data.pairs import in_order
@@ -124,6 +124,37 @@ def content_key(teacher, dataset, settings: dict) -> tuple[str, dict]:
     return _key(payload), payload
 
 
+SAFETENSORS_DTYPES = {"F16": np.float16, "F32": np.float32, "BF16": None}
+
+
+def mapped_entry(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors as memory-mapped CPU tensors: pages are read as rows are indexed, so a
+    cache of millions of embeddings is never held whole in memory or on the device (copy-on-write, read-only
+    on disk). The format is an 8-byte header length, a JSON header of dtypes, shapes and offsets, the data."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length))
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = SAFETENSORS_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ValueError(f"unsupported dtype {info['dtype']}")
+        start, end = info["data_offsets"]
+        count = (end - start) // np.dtype(dtype).itemsize
+        array = np.memmap(path, dtype=dtype, mode="c", offset=8 + length + start, shape=(count,)) if count else \
+            np.zeros(0, dtype=dtype)
+        out[name] = torch.from_numpy(array).view(*info["shape"])
+    return out
+
+
+def storage_dtype(dataset) -> torch.dtype:
+    """float16 for real data (half the disk and memory: CC3M's ViT-L/14 cache is ~6 GB, not 12); a ShapesWorld set
+    keeps float32 so every ShapesWorld table in docs/results.md is reproduced to the digit."""
+    return torch.float32 if getattr(dataset, "_items", None) is not None else torch.float16
+
+
 @torch.no_grad()
 def teacher_embeddings(teacher, dataset, batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Normalised teacher embeddings of every item of a finite dataset, in index order."""
@@ -158,14 +189,15 @@ class TeacherCache:
         path = self.last_path = self.path(key)
         if path.is_file():
             try:
-                entry = load_file(str(path))
+                entry = mapped_entry(path)
                 if len(entry["image"]) == len(entry["text"]) == len(dataset):
                     return entry, True
             except Exception:  # a damaged entry is rebuilt
                 pass
             path.unlink(missing_ok=True)
-        entry = teacher_embeddings(teacher, dataset)
+        dtype = storage_dtype(dataset)
+        entry = {k: v.to(dtype) if k != "scale" else v for k, v in teacher_embeddings(teacher, dataset).items()}
         remove_stale_tmp_files(self.root)
         # atomic (readers see the whole entry or none); a full disk is one sentence and leaves no tmp file
         atomic_write_bytes(path, save(entry, metadata={"content": json.dumps(payload, sort_keys=True)}))
-        return entry, False
+        return mapped_entry(path), False

@@ -12,6 +12,7 @@ the teacher cache by default (``teacher_mode=cache``, also spelt ``cached``) or 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
@@ -21,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from lab import runs
-from lab.config import apply_overrides, to_dict
-from lab.data.pairs import (DataConfig, build_pairs, check_contrastive_batch, check_dataset_fits, step_batches,
-                            to_tensors)
+from lab.config import apply_overrides, overridden, to_dict
+from lab.data.pairs import (DataConfig, build_pairs, check_contrastive_batch, check_dataset_fits, shapes_only_size,
+                            size_note, step_batches, to_tensors)
 from lab.data.curation import joint_sample, learnability, super_batch_size
 from lab.data.shards import DamageReport, ShardStream, check_resume
 from lab.data.shards import check_config as check_shards
@@ -31,10 +32,10 @@ from lab.data.shards import is_shard_source, shard_paths
 from lab.data.shapes import PROMPT_TEMPLATES, label_space
 from lab.errors import LabError
 from lab.eval.probe import Probe
-from lab.eval.benchmarks import benchmark_specs, run_benchmark, summary_metrics
+from lab.eval.benchmarks import benchmark_specs, run_benchmark, summary_metrics, training_classnames
 from lab.eval.suite import EvalConfig, encode_texts, evaluate
 from lab.losses.functional import clip_loss, masked_encode_image
-from lab.losses.objective import Embeddings, Objective
+from lab.losses.objective import Embeddings, Objective, parse_terms
 from lab.models import zoo
 from lab.models.inherit import check_init, initialise
 from lab.models.prompts import encode_text_batches, trim_padding
@@ -45,6 +46,7 @@ from lab.train.reinforced_cache import ShardTeacher
 from lab.train.synthetic import Synthetic, unpaired_texts
 from lab.data.datacompdr import DRTeacher, is_reinforced, split_blocks
 from lab.train.checkpoint import open_run, restore, training_state
+from lab.train.gradcache import check_accumulate
 from lab.train.loop import Trainer, TrainConfig, compile_towers, seed_everything, start_processes
 from lab.train.pretrain import PRESETS, clamp_logit_scale
 
@@ -97,6 +99,7 @@ def default_config(overrides: list[str] | dict | None = None) -> DistillConfig:
     """The no-KD student's budget (the ``student`` pretraining preset) plus any overrides."""
     budget = {k: v for k, v in PRESETS["student"].items() if k.startswith(("data.", "train.", "eval."))}
     cfg = apply_overrides(apply_overrides(DistillConfig(), budget), overrides)
+    shapes_only_size(cfg.data, overridden(overrides, "data.size"))  # the preset's 8,192 never caps a CSV
     cfg.teacher_mode = TEACHER_MODE_ALIASES.get(cfg.teacher_mode, cfg.teacher_mode)  # config.json says "cache"
     return cfg
 
@@ -123,9 +126,41 @@ class Curator:
         return batch.subset(chosen.cpu().numpy())
 
 
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def dataset_counts(data: DataConfig, dataset) -> dict:
+    """What the summary says about the data: the pairs a fixed dataset holds, and a data.size cap on a file dataset."""
+    counts = {} if getattr(dataset, "endless", False) or isinstance(dataset, ShardStream) else {"train_pairs": len(dataset)}
+    if size_note(data):
+        counts["data_size"] = data.size
+    return counts
+
+
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise LabError(f"Unknown {key} '{value}'; choose one of: {', '.join(choices)}.")
+
+
+def _own_text_tower(model) -> bool:
+    """open_clip's causal TextTransformer (CLIP, MobileCLIP, SigLIP …), which the lab's text helpers read
+    layer by layer; a Hugging Face tower or CoCa's class-token tower goes through ``encode_text`` instead."""
+    from open_clip.transformer import TextTransformer
+
+    tower = getattr(model, "text", model)
+    return (isinstance(tower, TextTransformer) or tower is model) and getattr(tower, "cls_emb", None) is None \
+        and hasattr(tower, "token_embedding")
+
+
+def check_mfd_student(student, objective) -> None:
+    """MFD masks ViT patch tokens: refuse another image tower before anything is trained."""
+    from open_clip.transformer import VisionTransformer
+
+    if objective.needs_masked_images and not isinstance(student.model.visual, VisionTransformer):
+        raise LabError(f"The mfd term masks ViT patch tokens, but {student.arch}'s image tower is a "
+                       f"{type(student.model.visual).__name__}; use a ViT student (open_clip's VisionTransformer) "
+                       f"or fd instead.")
 
 
 class DistillStep:
@@ -139,27 +174,36 @@ class DistillStep:
     def __init__(self, student, teacher, objective: Objective, cached: dict | None = None,
                  mask_ratio: float = 0.5, classnames=(), seed: int = 0, mfd_input: str = "masked",
                  ctx: dist.Context = dist.SINGLE, extra_teachers=(), synthetic: Synthetic | None = None,
-                 unpaired: bool = False):
+                 unpaired: bool = False, accumulate: int = 1):
         _check_choice("mfd_input", mfd_input, MFD_INPUTS)
         self.student, self.teacher, self.objective, self.cached = student, teacher, objective, cached
         self.extra_teachers = list(extra_teachers)  # [(teacher, cached dict or None)] after teacher 1
         self.synthetic, self.unpaired = synthetic, unpaired
         self.stored_synthetic = False  # DataCompDR-layout shards: the synthetic caption and its embeddings are stored
+        self.accumulate = accumulate  # > 1: GradCache (lab.train.gradcache) — this step backpropagates itself
+        self.backpropagates = accumulate > 1
         self.mask_ratio, self.mfd_input, self.ctx = mask_ratio, mfd_input, ctx
         self.device = next(student.model.parameters()).device
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         if objective.needs_class_texts:  # Hinton KD: both models' zero-shot class weights, one prompt each
             prompts = [PROMPT_TEMPLATES[0].format(c) for c in classnames]
-            self.class_tokens = trim_padding(student.model, student.tokenize(prompts).to(self.device))
+            tokens = student.tokenize(prompts).to(self.device)
+            self.class_tokens = trim_padding(student.model, tokens) if _own_text_tower(student.model) else tokens
             self.teacher_classes = encode_texts(teacher, prompts).to(self.device)
+
+    def _cached_rows(self, cached: dict, batch):
+        """(image, text, scale) of this batch's rows of a teacher cache (memory-mapped: these rows only)."""
+        index = torch.as_tensor(batch.factors["index"])
+        dtype = next(self.student.model.parameters()).dtype
+        rows = [cached[k][index].to(self.device, dtype) for k in ("image", "text")]
+        return rows[0], rows[1], cached["scale"][0].to(self.device)
 
     def teacher_outputs(self, batch, images):
         if "teacher_image" in batch.factors:  # cached beside the shards, for this very crop (reinforced_cache)
             f = {k: torch.as_tensor(batch.factors[f"teacher_{k}"], device=self.device) for k in ("image", "text", "scale")}
             return f["image"], f["text"], f["scale"][0]
         if self.cached is not None:
-            index = torch.as_tensor(batch.factors["index"], device=self.device)
-            return self.cached["image"][index], self.cached["text"][index], self.cached["scale"][0]
+            return self._cached_rows(self.cached, batch)
         teacher = self.teacher
         with torch.no_grad():
             t_images = images if teacher.image_size == self.student.image_size else teacher.image_tensor(batch.images)
@@ -174,8 +218,7 @@ class DistillStep:
         out = []
         for teacher, cached in self.extra_teachers:
             if cached is not None:
-                index = torch.as_tensor(batch.factors["index"], device=self.device)
-                out.append((cached["image"][index], cached["text"][index], cached["scale"][0]))
+                out.append(self._cached_rows(cached, batch))
                 continue
             with torch.no_grad():
                 t_images = images if teacher.image_size == self.student.image_size else teacher.image_tensor(batch.images)
@@ -194,27 +237,10 @@ class DistillStep:
         members = [(blocks["image"][m], blocks["text"][m], float(scales[m])) for m in range(len(dims))]
         return (*members[0], members[1:])
 
-    def __call__(self, batch) -> dict[str, torch.Tensor]:
-        model, objective, ctx = self.student.model, self.objective, self.ctx
-        if self.curator is not None:
-            batch = self.curator(batch)
-        syn = self.synthetic
-        if syn is not None and syn.mode == "mix":  # preprocess_dr: the caption itself is swapped, no syn term
-            batch, swapped = syn.mix(batch)
-        images, tokens = to_tensors(batch, self.student)
-        masked_raw = None
-        if objective.needs_masked_images:
-            keep_rule = "floor" if objective.variant_of("mfd") == "official" else "ceil"  # the official ⌊(1 − r)·L⌋
-            masked_raw = dist.gather(masked_encode_image(model.visual, images, self.mask_ratio, self.generator,
-                                                         (ctx.rank, ctx.world_size), keep_rule), ctx)
-        only_masked = masked_raw is not None and self.mfd_input == "masked"
-        image_raw = masked_raw if only_masked else dist.gather(model.encode_image(images), ctx)
-        scale = model.logit_scale.exp()
-        if objective.needs_class_texts:  # captions and class prompts share one token-embedding lookup
-            text_raw, class_text_raw = encode_text_batches(model, tokens, self.class_tokens)
-        else:
-            text_raw = model.encode_text(tokens)
-        text_raw = dist.gather(text_raw, ctx)
+    def _terms(self, batch, images, image_raw, text_raw, scale, masked_raw=None, class_text_raw=None, swapped=None):
+        """The objective's terms on the (gathered) student embeddings of the whole batch: the teacher's (and an
+        ensemble's other members'), synthetic captions and unpaired sentences where the recipe asks for them."""
+        model, objective, ctx, syn = self.student.model, self.objective, self.ctx, self.synthetic
         if not objective.names:
             return {"task": clip_loss(F.normalize(image_raw, dim=-1), F.normalize(text_raw, dim=-1), scale)}
         if "teacher_dims" in batch.factors:
@@ -222,7 +248,7 @@ class DistillStep:
         else:
             t_image, t_text, t_scale = self.teacher_outputs(batch, images)
             extra = self.extra_outputs(batch, images)
-        if syn is not None and syn.mode == "mix" and swapped.any():  # every teacher's text of the swapped captions
+        if swapped is not None and swapped.any():  # synthetic=mix: every teacher's text of the swapped captions
             t_text, extra = syn.teacher_texts(batch, swapped, t_text, extra)
         if self.unpaired:  # DIME-FM: sentences from a stream unpaired with the images
             t_text = unpaired_texts(t_text, self.generator)
@@ -242,6 +268,53 @@ class DistillStep:
         if objective.needs_class_texts:
             e.class_text_raw, e.teacher_class_text = class_text_raw, self.teacher_classes
         return objective(e)
+
+    def _gradcache(self, batch, images, tokens) -> dict[str, torch.Tensor]:
+        """train.accumulate=N: the full batch's exact gradient, the towers run N chunks at a time."""
+        from lab.train.gradcache import gradcache_step
+
+        model, ctx = self.student.model, self.ctx
+
+        def loss_of(image_raw, text_raw, class_text_raw):
+            return self._terms(batch, images, dist.gather(image_raw, ctx), dist.gather(text_raw, ctx),
+                               model.logit_scale.exp(), class_text_raw=class_text_raw)
+
+        def classes():  # the class prompts (trimmed of padding for the lab's own text tower)
+            own = _own_text_tower(model)
+            return encode_text_batches(model, self.class_tokens)[0] if own else model.encode_text(self.class_tokens)
+
+        if not self.objective.needs_class_texts:
+            classes = None
+        return gradcache_step(lambda i, t: (model.encode_image(i), model.encode_text(t)), loss_of, images, tokens,
+                              self.accumulate, classes)
+
+    def __call__(self, batch) -> dict[str, torch.Tensor]:
+        model, objective, ctx = self.student.model, self.objective, self.ctx
+        if self.curator is not None:
+            batch = self.curator(batch)
+        syn, swapped = self.synthetic, None
+        if syn is not None and syn.mode == "mix":  # preprocess_dr: the caption itself is swapped, no syn term
+            batch, swapped = syn.mix(batch)
+        images, tokens = to_tensors(batch, self.student)
+        if self.accumulate > 1:
+            return self._gradcache(batch, images, tokens)
+        masked_raw = None
+        if objective.needs_masked_images:
+            keep_rule = "floor" if objective.variant_of("mfd") == "official" else "ceil"  # the official ⌊(1 − r)·L⌋
+            masked_raw = dist.gather(masked_encode_image(model.visual, images, self.mask_ratio, self.generator,
+                                                         (ctx.rank, ctx.world_size), keep_rule), ctx)
+        only_masked = masked_raw is not None and self.mfd_input == "masked"
+        image_raw = masked_raw if only_masked else dist.gather(model.encode_image(images), ctx)
+        scale = model.logit_scale.exp()
+        if objective.needs_class_texts and _own_text_tower(model):  # captions and class prompts: one token lookup
+            text_raw, class_text_raw = encode_text_batches(model, tokens, self.class_tokens)
+        elif objective.needs_class_texts:  # a Hugging Face or CoCa text tower: open_clip's own encode_text
+            text_raw, class_text_raw = model.encode_text(tokens), model.encode_text(self.class_tokens)
+        else:
+            text_raw = model.encode_text(tokens)
+        text_raw = dist.gather(text_raw, ctx)
+        return self._terms(batch, images, image_raw, text_raw, scale, masked_raw,
+                           class_text_raw if objective.needs_class_texts else None, swapped)
 
 
 def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", overwrite: bool = False,
@@ -267,6 +340,16 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
                        f"siglipkd); the other terms read one teacher.")
     check_init(cfg.init)
     _check_choice("curation", cfg.curation, CURATIONS)
+    benchmarks = benchmark_specs(cfg.eval.benchmarks)
+    check_accumulate(cfg.train.accumulate, parse_terms(cfg.loss), cfg.train.batch_size // max(1, _world_size()))
+    if size_note(cfg.data) and os.environ.get("RANK", "0") == "0":
+        print(size_note(cfg.data))
+    classnames = (training_classnames(cfg.data.source, cfg.eval.classnames, benchmarks,  # before any model load
+                                      label_space(cfg.eval.label_space).classnames)
+                  if "kd" in parse_terms(cfg.loss) else ())
+    if cfg.train.accumulate > 1 and (cfg.synthetic != "off" or cfg.curation or cfg.unpaired):
+        raise LabError("train.accumulate > 1 (GradCache) does not yet cover synthetic captions, curation=acid or "
+                       "unpaired texts; set train.accumulate=1 for this recipe.")
     check_shards(cfg.data)  # webdataset settings and files, before any model is loaded
     reinforced = is_shard_source(cfg.data.source) and is_reinforced(shard_paths(cfg.data.source)[0])
     if cfg.synthetic != "off" and cfg.data.source != "shapes" and not reinforced:
@@ -274,13 +357,12 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
                        "data.source=shapes or reinforced shards, or synthetic=off for other data.")
     if reinforced and cfg.synthetic == "mix":
         raise LabError("synthetic=mix is not implemented for DataCompDR-layout shards yet; use synthetic=both or off.")
-    benchmarks = benchmark_specs(cfg.eval.benchmarks)
     with runs.claimed(runs_dir, run_id, overwrite, resume, main=dist.from_env().is_main):  # one writer per run
-        return _distill(cfg, run_id, runs_dir, overwrite, resume, benchmarks, teacher_names, reinforced)
+        return _distill(cfg, run_id, runs_dir, overwrite, resume, benchmarks, teacher_names, reinforced, classnames)
 
 
 def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: bool, resume: bool,
-             benchmarks: list, teacher_names: list[str], reinforced: bool) -> Path:
+             benchmarks: list, teacher_names: list[str], reinforced: bool, classnames) -> Path:
     load_batch = super_batch_size(cfg.train.batch_size, cfg.curation_filter) if cfg.curation else cfg.train.batch_size
     dataset = build_pairs(cfg.data)  # the data's own refusals (and a too-small set) before any model or cache
     check_dataset_fits(dataset, load_batch)
@@ -296,6 +378,7 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
     objective = Objective(cfg.loss, student.embed_dim, teacher.embed_dim, cfg.weights, cfg.variant,
                           projection_point=cfg.projection, distill_scale=cfg.distill_scale,
                           ensemble_average=cfg.ensemble_average, task_weight=cfg.task_weight).to(device)
+    check_mfd_student(student, objective)
     dist.broadcast_from_main([student.model, objective], ctx)
     if ctx.enabled:
         seed_everything(cfg.train.seed + ctx.rank)  # per-rank streams for anything random inside a step
@@ -319,14 +402,12 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
             cached, hit = cache.load_or_build(teacher, dataset, to_dict(cfg.data))
         if ctx.is_main:
             print(f"teacher cache {'hit' if hit else 'built'}: {len(dataset)} pairs (entry {cache.last_path})")
-        cached = {k: v.to(device) for k, v in cached.items()}
     extra_teachers = []
     for other in others:  # the ensemble's other members: their own cache entries, or live forwards
         other_cached = None
         if cached is not None:
             with dist.main_first(ctx):
                 other_cached, _ = cache.load_or_build(other, dataset, to_dict(cfg.data))
-            other_cached = {k: v.to(device) for k, v in other_cached.items()}
         extra_teachers.append((other, other_cached))
     synthetic = None
     if cfg.synthetic != "off" and not reinforced:
@@ -338,19 +419,25 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
         print(objective.formula())
     if cfg.train.compile:
         compile_towers(student.model)
+    if cfg.train.grad_checkpointing:  # open_clip's activation checkpointing: less memory, one more forward
+        student.model.set_grad_checkpointing(True)
     student.model.train()
     params = list(student.model.named_parameters()) + [(f"objective.{n}", p) for n, p in objective.named_parameters()]
     logger = RunLogger(writer, cfg.train.logger, ctx.is_main)
     trainer = Trainer(params, cfg.train, logger.log, desc=f"distill {run_id}", ctx=ctx)
-    classnames = label_space(cfg.eval.label_space).classnames
     step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed,
-                          cfg.mfd_input, ctx, extra_teachers, synthetic, cfg.unpaired)
+                          cfg.mfd_input, ctx, extra_teachers, synthetic, cfg.unpaired,
+                          accumulate=cfg.train.accumulate)
     step_fn.stored_synthetic = reinforced and cfg.synthetic == "both"
     generators = {"mfd": step_fn.generator}
     if cfg.curation:
         step_fn.curator = Curator(step_fn, cfg.train.batch_size, cfg.curation_chunks, cfg.train.seed)
         generators["curation"] = step_fn.curator.generator
     if checkpoint is not None:
+        if int(checkpoint.get("processes", ctx.world_size)) != ctx.world_size:
+            raise LabError(f"Run {run_id} was trained on {int(checkpoint['processes'])} processes and this resume "
+                           f"has {ctx.world_size}; resume it with the same torchrun --nproc_per_node (the batch "
+                           f"split and the data streams depend on it).")
         restore(checkpoint, trainer, {"model": student.model.load_state_dict, "objective": objective.load_state_dict},
                 generators, ctx)
         check_resume(checkpoint["config"], cfg)
@@ -373,7 +460,7 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
         if ctx.is_main:
             writer.save_checkpoint(training_state(
                 trainer, {"model": student.model.state_dict(), "objective": objective.state_dict()}, to_dict(cfg),
-                generators, arch=student.arch))
+                generators, arch=student.arch, processes=ctx.world_size))
 
     damage = DamageReport()
     batches = damage.track(step_batches(dataset, load_batch, cfg.train.steps, cfg.train.seed,
@@ -390,7 +477,7 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
         metrics, arrays = evaluate(student, cfg.eval, teacher=teacher, projection=objective.projection)
         writer.save_embeddings(arrays)
     if benchmarks:  # real data: clip_benchmark's metrics, as benchmark/<dataset>/<metric>
-        records = [run_benchmark(student, spec) for spec in benchmarks]
+        records = [run_benchmark(student, spec, cfg.eval.classnames, workers=cfg.data.workers) for spec in benchmarks]
         runs.atomic_write_json(writer.path / "benchmarks.json", records)
         metrics.update(summary_metrics(records))
     logger.close(metrics)
@@ -399,7 +486,7 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
         "teacher_params": teacher.num_parameters(), "teacher_mode": teacher_mode,
         "wall_time_s": stats.wall_time_s, "eval_time_s": time.perf_counter() - t0,
         "mean_step_s": stats.mean_step_s, "mean_data_s": stats.mean_data_s, "images_per_s": stats.images_per_s,
-        "steps": stats.steps, "processes": ctx.world_size, "precision": cfg.train.precision,
+        "steps": stats.steps, "processes": ctx.world_size, **dataset_counts(cfg.data, dataset), "precision": cfg.train.precision,
         "checkpoint": "last", "epoch_policy": "last step", "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     })
     return writer.path

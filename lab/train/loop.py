@@ -47,6 +47,8 @@ class TrainConfig:
     threads: int = 0
     precision: str = "fp32"  # fp32, or bf16: bfloat16 autocast of the forward (CUDA only)
     compile: bool = False  # torch.compile the student's towers
+    accumulate: int = 1  # > 1: GradCache — the batch's exact gradient, the student's towers run in this many chunks
+    grad_checkpointing: bool = False  # open_clip's set_grad_checkpointing: recompute activations in the backward
     logger: str = "jsonl"  # or tensorboard: event files beside metrics.jsonl too (lab.train.logger)
 
 
@@ -68,7 +70,7 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 def compile_towers(model: torch.nn.Module) -> None:
     """``torch.compile`` the image and text towers in place (state-dict keys and checkpoints unchanged)."""
-    for tower in (getattr(model, "visual", None), getattr(model, "transformer", None)):
+    for tower in (getattr(model, "visual", None), getattr(model, "transformer", None), getattr(model, "text", None)):
         if tower is not None:
             tower.compile()
 
@@ -158,11 +160,14 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 @dataclass
 class FitStats:
+    """A run's timings; ``None`` where nothing was measured (the first two steps are warm-up and not timed).
+    ``wall_time_s`` covers every part of a resumed run (the time before each checkpoint is carried in it)."""
+
     steps: int
     wall_time_s: float
-    mean_step_s: float
-    mean_data_s: float
-    images_per_s: float
+    mean_step_s: float | None
+    mean_data_s: float | None
+    images_per_s: float | None
 
 
 def bars_disabled() -> bool:
@@ -185,33 +190,42 @@ class Trainer:
         check_precision(cfg.precision, self.device)
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
         self.step = 0
+        self.wall_before = 0.0  # training seconds of the parts before a resume
+        self._fit_started: float | None = None
+
+    def wall_time_s(self) -> float:
+        """Training seconds so far, over every resumed part of the run."""
+        running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
+        return self.wall_before + running
 
     def state_dict(self) -> dict:
         """Optimiser and step; the schedule is a pure function of the step (:func:`lr_at`), recorded for reading."""
         cfg = self.cfg
-        return {"optimizer": self.optimizer.state_dict(), "step": self.step,
+        return {"optimizer": self.optimizer.state_dict(), "step": self.step, "wall_time_s": self.wall_time_s(),
                 "scheduler": {"kind": "linear warm-up + cosine", "lr": cfg.lr, "warmup": cfg.warmup,
                               "steps": cfg.steps, "step": self.step}}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
+        self.wall_before = float(state.get("wall_time_s", 0.0))
 
     def compute(self, step_fn: Callable, batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One forward and backward: the named terms and their sum. The gradients are left on the
         parameters, averaged over the processes under torchrun."""
         cfg = self.cfg
         try:
+            self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, cfg.precision):
-                terms = step_fn(batch)
+                terms = step_fn(batch)  # a GradCache step (train.accumulate > 1) runs its own backward
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 bad = [k for k, v in terms.items() if not torch.isfinite(v)]
                 raise LabError(f"The loss became non-finite at step {self.step} in term "
                                f"'{bad[0] if bad else 'loss'}'; lower train.lr or that term's weight "
                                f"(the last good checkpoint is kept).")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if not getattr(step_fn, "backpropagates", False):
+                loss.backward()
         except torch.OutOfMemoryError as err:
             hint = "" if cfg.precision == "bf16" else " or set train.precision=bf16"
             raise LabError(f"The GPU ran out of memory at step {self.step} with train.batch_size="
@@ -233,7 +247,7 @@ class Trainer:
         ``checkpoint(step)`` runs every ``cfg.checkpoint_every`` steps (the trainer saves the final state itself)."""
         cfg = self.cfg
         compute, data_wait, images, timed = 0.0, 0.0, 0, 0
-        started = time.perf_counter()
+        started = self._fit_started = time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc, unit="step", dynamic_ncols=True,
                    mininterval=1.0, disable=not self.ctx.is_main or bars_disabled())
         t_data = time.perf_counter()
@@ -273,6 +287,8 @@ class Trainer:
             bar.update(1)
             t_data = time.perf_counter()
         bar.close()
-        wall = time.perf_counter() - started
-        return FitStats(self.step, wall, compute / max(timed, 1), data_wait / max(timed, 1),
-                        images / max(compute + data_wait, 1e-9))
+        wall = self.wall_time_s()
+        self._fit_started, self.wall_before = None, wall
+        if not timed:  # nothing measured: null in summary.json, never a made-up 0.0
+            return FitStats(self.step, wall, None, None, None)
+        return FitStats(self.step, wall, compute / timed, data_wait / timed, images / max(compute + data_wait, 1e-9))

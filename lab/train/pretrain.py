@@ -46,7 +46,12 @@ class PretrainConfig:
 def preset_config(preset: str, overrides: list[str] | dict | None = None) -> PretrainConfig:
     if preset not in PRESETS:
         raise LabError(f"Unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}.")
-    return apply_overrides(apply_overrides(PretrainConfig(), PRESETS[preset]), overrides)
+    from lab.config import overridden
+    from lab.data.pairs import shapes_only_size
+
+    cfg = apply_overrides(apply_overrides(PretrainConfig(), PRESETS[preset]), overrides)
+    shapes_only_size(cfg.data, overridden(overrides, "data.size"))  # a preset's data.size never caps a CSV
+    return cfg
 
 
 def clamp_logit_scale(model) -> None:

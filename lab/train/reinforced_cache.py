@@ -12,7 +12,8 @@ shard ``NAME.tar``, a file ``NAME.teacher-<key>.safetensors`` holding, for every
 * ``text`` (N, D) float16 — the caption's normalised embedding; ``scale`` — the teacher's logit scale.
 
 ``key`` digests the content: the teacher's weights, preprocessing and tokenizer
-(:func:`lab.train.cache.model_inputs`), the shard file (path, size, modification time) and the
+(:func:`lab.train.cache.model_inputs`), the shard's content (its members' names and sizes,
+:func:`shard_digest` — not its path, so moved or copied shards find their cache) and the
 augmentation settings — a changed teacher, shard or crop setting finds no file and is refused,
 never served stale embeddings. Under torchrun rank r caches shards r, r+R, …; DataLoader workers
 decode one shard each; a shard is written atomically when it is complete, so a killed run resumes
@@ -25,6 +26,7 @@ import glob
 import hashlib
 import json
 import os
+import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,7 @@ from lab.errors import LabError
 from lab.train import dist
 
 SUFFIX = ".safetensors"
+PROGRESS_EVERY_S = 10.0  # cache-teacher reports within a shard (a shard of 10k images is minutes of work)
 
 
 def crops_per_image(augmentation: Augmentation) -> int:
@@ -59,11 +62,46 @@ def teacher_side(teacher) -> dict:
     return model_inputs(teacher)
 
 
+def shard_digest(shard: Path) -> str:
+    """The shard's content, cheaply: a digest of its members' names and sizes (the tar headers only, no data read).
+
+    Not its path or modification time, so a moved or copied shard (``cp -a``, ``rsync``, another mount)
+    finds its cache; a shard whose members change gets a new digest. A file tarfile cannot list is
+    digested by its size and first MiB (it is refused later, when read)."""
+    h = hashlib.sha256()
+    try:
+        with tarfile.open(shard, mode="r:") as tar:
+            for member in tar:
+                h.update(f"{member.name}\0{member.size}\n".encode())
+    except (tarfile.TarError, OSError):
+        with open(shard, "rb") as f:
+            h.update(str(shard.stat().st_size).encode() + f.read(1 << 20))
+    return h.hexdigest()
+
+
 def shard_key(teacher_inputs: dict, shard: Path, augmentation: Augmentation, image_size: int) -> str:
-    stat = shard.stat()
+    """Teacher (weights, preprocessing, tokenizer) + preprocessing size + augmentation + the shard's content."""
     payload = {"teacher": teacher_inputs, "augmentation": augmentation.describe(), "image_size": image_size,
-               "shard": {"path": str(shard.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}}
+               "shard": shard_digest(shard)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def other_caches(shard: Path) -> list[str]:
+    """The complete caches beside a shard made for other settings, each in words (for a refusal)."""
+    found = []
+    for path in sorted(shard.parent.glob(f"{shard.stem}.teacher-*{SUFFIX}")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception:  # damaged: not worth naming
+            continue
+        if meta.get("complete") != "1":
+            continue
+        aug = json.loads(meta.get("augmentation", "{}"))
+        found.append(f"{path.name} (data.augment={aug.get('kind')} data.augmentations={aug.get('count')} "
+                     f"data.image_size={meta.get('image_size')} crop_scale={','.join(map(str, aug.get('scale', [])))} "
+                     f"flip={str(aug.get('flip')).lower()}{', teacher ' + meta['teacher'] if meta.get('teacher') else ''})")
+    return found
 
 
 def cache_path(shard: Path, key: str) -> Path:
@@ -95,8 +133,10 @@ class ShardTeacher:
         for shard in shards:
             path = cache_path(shard, shard_key(inputs, shard, augmentation, image_size))
             if not is_complete(path):
+                others = other_caches(shard)
+                there = f"; it has one for other settings: {'; '.join(others)} — pass those settings or" if others else ""
                 raise LabError(f"Shard {shard} has no teacher cache for this teacher and these settings "
-                               f"(looked for {path.name}); run `python -m lab cache-teacher --teacher ... --data ... "
+                               f"(looked for {path.name}){there}; run `python -m lab cache-teacher --teacher ... --data ... "
                                f"--augmentations {augmentation.count}` with the same data.* settings first, "
                                f"or use teacher_mode=online.")
             files[str(shard)] = path
@@ -209,7 +249,7 @@ def cache_teacher(teacher, shards: list[Path], augmentation: Augmentation, image
                         num_workers=min(workers, len(todo)), collate_fn=as_is)
     pending: dict[str, dict[str, list]] = {}
     scale = teacher.model.logit_scale.exp().detach().float().cpu().reshape(1)
-    started = time.perf_counter()
+    started = said = time.perf_counter()
     for item in loader:
         t0 = time.perf_counter()
         image, text = embed_chunk(teacher, item["images"], item["captions"], batch_size)
@@ -225,6 +265,10 @@ def cache_teacher(teacher, shards: list[Path], augmentation: Augmentation, image
         if item["last"]:
             _write(targets[item["shard"]], pending.pop(item["shard"]), scale, augmentation, image_size, item["shard"])
             progress(f"cached {item['shard']}")
+        elif time.perf_counter() - said >= PROGRESS_EVERY_S:  # per batch, at most one line every few seconds
+            said = time.perf_counter()
+            progress(f"caching {item['shard']}: {stats['samples']} samples, {stats['crops']} crops so far "
+                     f"({stats['crops'] / max(time.perf_counter() - started, 1e-9):.1f} crops/s)")
     stats["seconds"] = time.perf_counter() - started
     stats["crops_per_s"] = stats["crops"] / max(stats["seconds"], 1e-9)
     return stats
@@ -233,7 +277,7 @@ def cache_teacher(teacher, shards: list[Path], augmentation: Augmentation, image
 def _write(path: Path, part: dict, scale: torch.Tensor, augmentation: Augmentation, image_size: int, shard: str):
     tensors = {"image": torch.cat(part["image"]).contiguous(), "text": torch.cat(part["text"]).contiguous(),
                "crop": torch.cat(part["crop"]).to(torch.int32).contiguous(), "scale": scale}
-    metadata = {"keys": json.dumps(part["keys"]), "shard": shard, "image_size": str(image_size),
+    metadata = {"keys": json.dumps(part["keys"]), "shard": Path(shard).name, "image_size": str(image_size),
                 "augmentation": json.dumps(augmentation.describe()), "complete": "1"}
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     save_file(tensors, str(tmp), metadata=metadata)
