@@ -114,7 +114,7 @@ def test_protocols_page_shows_each_protocol(prompt_runs, protocol, bars):
     at.sidebar.selectbox(key="protocol").select(protocol).run()
     assert not at.exception
     table = at.dataframe[0].value
-    column = "distilled student top1" if protocol == "domain" else "distilled student hm"
+    column = "student shifted top-1" if protocol == "domain" else "student HM"
     assert len(table) == 1 and table[column].notna().all()
     figure = at.get("plotly_chart")[0].proto.spec
     assert all(f'"{bar}"' in figure for bar in bars) and "distilled student" in figure
@@ -145,3 +145,65 @@ def test_overview_filters_runs_and_links_a_selected_run_to_its_pages(demo_runs):
     assert 0 < len(shown) < len(everything) and shown["run"].str.contains("nokd").all()
     at.selectbox(key="overview_open").select(shown["run"].iloc[0]).run()
     assert [b.label for b in at.button] == ["Embedding geometry →", "Similarity matrices →", "Training curves →"]
+
+
+def test_overview_ranks_each_task_in_its_own_table(demo_runs, prompt_runs, tmp_path):
+    """CLIP zero-shot runs and each prompt protocol are separate tables, each sorted by HM: a colour-only label
+    space's 100 % never tops a column of CLIP runs."""
+    for source in (demo_runs, prompt_runs):
+        shutil.copytree(source, tmp_path, dirs_exist_ok=True)
+    at = run_page("overview", tmp_path)
+    assert not at.exception
+    tables = [d.value for d in at.dataframe]
+    assert len(tables) == 3  # CLIP zero-shot, base → novel, style shift
+    assert tables[0]["kind"].isin(["pretrain", "distill"]).all()  # trained CLIP students: one task
+    assert all((t["kind"] == "promptkd").all() and len(t) == 1 for t in tables[1:])
+    hm = tables[0]["hm"].tolist()
+    assert hm == sorted(hm, reverse=True)
+    captions = " ".join(c.value for c in at.caption)
+    assert "base: the classes the teacher was tuned on" in captions and "the style it was distilled on" in captions
+
+
+def test_a_demo_that_stopped_is_said_to_have_stopped(tmp_path, smoke_run):
+    import time
+
+    shutil.copytree(smoke_run, tmp_path / "good")
+    (tmp_path / "_demo").mkdir()
+    progress = {"total": 39, "done": 3, "current": "demo-kd-fd-s0", "eta_s": 600, "finished": False,
+                "updated": time.time() - 3600}
+    (tmp_path / "_demo" / "progress.json").write_text(json.dumps(progress))
+    at = run_page("overview", tmp_path)
+    assert not at.exception
+    assert any("demo training stopped" in w.value and "60 min" in w.value for w in at.warning)
+    assert not any("min left" in str(p.proto) for p in at.get("progress"))
+    progress["updated"] = time.time()  # alive: the bar and its ETA
+    (tmp_path / "_demo" / "progress.json").write_text(json.dumps(progress))
+    at = run_page("overview", tmp_path)
+    assert any("about 10 min left" in str(p.proto) for p in at.get("progress"))
+
+
+def test_ablations_draw_one_paper_source_per_axis(tmp_path):
+    """ComKD's grid cites PromptKD's table for one row and ComKD-CLIP's for the others: the chart's paper axis
+    carries one source's rows only, and each source gets its own ρ, named."""
+    from lab.experiments.grids import GRIDS, paper_number
+    from lab.experiments.tables import PROMPT_COLUMNS, TABLES_DIR, csv_table
+
+    records = []
+    for i, row in enumerate(GRIDS["comkd"]):
+        paper, source = paper_number("comkd", row)
+        records.append({"row": row.label, "loss": row.name, "seeds": [0], "paper": paper, "paper_source": source,
+                        **{c: (40.0 + i, 0.0) for c in PROMPT_COLUMNS}})
+    sources = {r["paper_source"] for r in records if r["paper"] is not None}
+    assert len(sources) >= 2  # the case the chart used to mix
+    (tmp_path / TABLES_DIR).mkdir()
+    (tmp_path / TABLES_DIR / "comkd.csv").write_text(csv_table(records, PROMPT_COLUMNS))
+    at = run_page("ablations", tmp_path)
+    assert not at.exception
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    paper = next(t for t in figure["data"] if t["name"].startswith("paper"))
+    drawn = {r["paper_source"] for r, v in zip(records, paper["y"]) if v is not None}
+    assert len(drawn) == 1 and paper["name"] == f"paper ({drawn.pop()})"
+    caption = " ".join(c.value for c in at.caption)
+    assert all(s in caption for s in sources)
+    lab_axis, paper_axis = figure["layout"]["yaxis"]["range"], figure["layout"]["yaxis2"]["range"]
+    assert lab_axis[0] > 30 and paper_axis[0] > 0  # each axis spans its data, neither starts at 0

@@ -241,6 +241,36 @@ def fully_visible(tab, locator) -> bool:
             and box["y"] + box["height"] <= view["height"] + 1)
 
 
+COLUMNS_IN_VIEW = """el => {
+    const heads = [...el.querySelectorAll('th[role=columnheader]')];
+    const view = document.documentElement.clientWidth, grid = el.getBoundingClientRect();
+    const scroller = el.querySelector('.dvn-scroller');
+    const sideways = scroller && scroller.scrollWidth > scroller.clientWidth + 1;
+    // the grid renders a header cell for each column of its visible range; when it scrolls sideways the last
+    // one may be cut, so only the others count as seen
+    const seen = heads.map(th => th.textContent);
+    return (grid.right <= view + 1 && grid.left >= 0) ? (sideways ? seen.slice(0, -1) : seen) : []; }"""
+FIRST_CELLS = """(el, n) => [...el.querySelectorAll('tbody tr')].slice(0, n).map(
+    tr => [...tr.querySelectorAll('td')].map(td => td.textContent))"""
+
+
+def columns_in_view(table) -> list[str]:
+    """The column titles of a dataframe (``table``: a locator of ``stDataFrame``) seen whole without scrolling
+    the page or the table sideways."""
+    table.locator("th[role=columnheader]").first.wait_for(state="attached", timeout=30_000)
+    return table.evaluate(COLUMNS_IN_VIEW)
+
+
+def first_rows(table, n: int = 3) -> list[list[str]]:
+    """The texts of the first ``n`` rows of a dataframe as drawn (its sort applied)."""
+    return table.evaluate(FIRST_CELLS, n)
+
+
+def plotly_traces(chart) -> list[dict]:
+    """The traces a plotly chart drew (``chart``: a locator of ``stPlotlyChart``): name and y values."""
+    return chart.evaluate("el => el.querySelector('.js-plotly-plot').data.map(t => ({name: t.name, y: t.y}))")
+
+
 def screenshots(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """A PNG of every dashboard page over ``runs_dir`` (plus the Geometry page with a tooltip), in ``out_dir``;
     a page with nothing to draw yet (no sweep tables, no prompt runs) is taken as it says so."""

@@ -65,6 +65,10 @@ def page() -> None:
         st.fragment(charts, run_every=REFRESH_S)()
     else:
         charts()
+    if any(k.startswith("eval/") and not k.startswith("eval/geometry") for k in chosen_keys):
+        st.caption("The probe's `eval/*` scores are measured during training on a fixed test subset "
+                   "(`eval.probe_per_style` items per style), so its last `eval/hm` differs from the HM the Overview "
+                   "shows, which is measured once at the end on the full test set (`eval.per_style` per style).")
     if x == "wall time":
         st.caption("Wall time is the seconds since training (re)started, logged with each record; runs logged "
                    "before the lab recorded it have no wall-time points.")

@@ -21,7 +21,7 @@ REMEMBERED = ("geometry_run", "geometry_projection", "geometry_colour", "geometr
               "geometry_search", "geometry_isolate", "geometry_item", "geometry_step",
               "similarity_run", "similarity_pair", "similarity_softmax", "similarity_temperature",
               "curve_runs", "curve_keys", "curve_smoothing", "curve_log_y", "curve_x",
-              "sweep_table", "ablation_metric", "ablation_protocol", "protocol",
+              "sweep_table", "ablation_metric", "ablation_source", "ablation_protocol", "protocol",
               "protocol_run_base2novel", "protocol_run_cross", "protocol_run_domain")
 
 
