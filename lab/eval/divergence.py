@@ -19,7 +19,6 @@ Everything is computed in the full embedding spaces (cosine), never on a 2-D map
 
 from __future__ import annotations
 
-from itertools import combinations
 from typing import Sequence
 
 import numpy as np
@@ -75,26 +74,28 @@ def _centroid_z(x: np.ndarray, groups: np.ndarray, names: Sequence) -> np.ndarra
     return (sim - off.mean()) / (off.std() or 1.0)
 
 
-def pair_divergence(teacher, student, groups: Sequence, names: Sequence | None = None) -> pd.DataFrame:
+def pair_divergence(teacher, student, groups: Sequence, names: Sequence | None = None,
+                    min_items: int = 3) -> pd.DataFrame:
     """Every pair of groups ranked by |Δ| (largest first): columns ``a``, ``b``, ``teacher`` and ``student``
     (standardised centroid cosine), ``change`` = student − teacher, ``verdict`` ("student merges" for Δ > 0,
     "student separates" otherwise). ``groups``: one label per row; ``names``: the groups to compare (default:
-    every label present, in order)."""
+    every label present, in order); a group of fewer than ``min_items`` rows is left out (its centroid is noise)."""
     groups = np.asarray(groups)
-    names = list(dict.fromkeys(groups.tolist())) if names is None else [g for g in names if (groups == g).any()]
+    names = list(dict.fromkeys(groups.tolist())) if names is None else list(names)
+    names = [g for g in names if (groups == g).sum() >= min_items]
     if len(names) < 2:
         return pd.DataFrame(columns=["a", "b", "teacher", "student", "change", "verdict"])
     zt, zs = _centroid_z(teacher, groups, names), _centroid_z(student, groups, names)
-    rows = [{"a": names[i], "b": names[j], "teacher": zt[i, j], "student": zs[i, j], "change": zs[i, j] - zt[i, j]}
-            for i, j in combinations(range(len(names)), 2)]
-    table = pd.DataFrame(rows)
+    i, j = np.triu_indices(len(names), k=1)
+    table = pd.DataFrame({"a": np.asarray(names, dtype=object)[i], "b": np.asarray(names, dtype=object)[j],
+                          "teacher": zt[i, j], "student": zs[i, j], "change": zs[i, j] - zt[i, j]})
     table["verdict"] = np.where(table["change"] > 0, "student merges", "student separates")
     order = table["change"].abs().sort_values(ascending=False, kind="stable").index
     return table.loc[order].reset_index(drop=True)
 
 
 def factor_divergence(emb: dict, modality: str = "image", factors: Sequence[str] = FACTORS,
-                      per_style: bool = True, top: int | None = None) -> pd.DataFrame:
+                      per_style: bool = True, top: int | None = None, min_items: int = 3) -> pd.DataFrame:
     """Classes and each factor's values ranked by how much the student's structure departs from the
     teacher's (:func:`pair_divergence`), over all items and, with ``per_style``, within each style: rows
     ``grouping`` (class, colour, …), ``within`` (all styles, or one), ``a``, ``b``, ``teacher``, ``student``,
@@ -115,9 +116,13 @@ def factor_divergence(emb: dict, modality: str = "image", factors: Sequence[str]
         for scope, keep in scopes.items():
             if grouping == "style" and scope != "all styles":
                 continue
-            part = pair_divergence(np.asarray(teacher)[keep], np.asarray(student)[keep], labels[keep])
+            part = pair_divergence(np.asarray(teacher)[keep], np.asarray(student)[keep], labels[keep],
+                                   min_items=min_items)
             if len(part):
                 parts.append(part.assign(grouping=grouping, within=scope))
+    if not parts:
+        return pd.DataFrame(columns=["grouping", "within", "a", "b", "teacher", "student", "change", "verdict",
+                                     "sentence"])
     table = pd.concat(parts, ignore_index=True)
     where = np.where(table["within"] == "all styles", "", " in the " + table["within"] + " style")
     verb = np.where(table["change"] > 0, "merges", "separates")
