@@ -280,3 +280,35 @@ def test_no_picture_misleads_at_projector_size(served):
         tab.screenshot(path=str(ARTIFACTS / "protocols-1024x768-columns.png"))
     finally:
         tab.set_viewport_size({"width": 1500, "height": 1100})
+
+
+def test_a_copied_link_opens_the_same_view_in_a_fresh_browser(served):
+    """A view's settings live in its URL: the link opens the same run, colouring and projection in a new browser
+    context (no shared session); a link to a given item and training step shows them; a bad link names what it
+    could not find and opens the page's default."""
+    url, tab = served
+    browser.open_page(tab, url, PAGES["geometry"])
+    browser.choose(tab, "Run", "fast-kd-crd+icl+fd-s1")
+    browser.choose(tab, "Colour by", "colour (its real colour)")
+    tab.wait_for_function("() => location.search.includes('colour=colour')", timeout=60_000)
+    link = tab.url
+    assert "run=fast-kd-crd%2Bicl%2Bfd-s1" in link or "run=fast-kd-crd+icl+fd-s1" in link, link
+    fresh = tab.context.browser.new_context(viewport={"width": 1500, "height": 1100})
+    try:
+        other = fresh.new_page()
+        other.goto(link)
+        browser.wait_until_drawn(other, PAGES["geometry"])
+        for label, value in (("Run", "fast-kd-crd+icl+fd-s1"), ("Colour by", "colour (its real colour)"),
+                             ("Projection", "PCA")):
+            assert other.get_by_role("combobox", name=label, exact=True).input_value() == value, label
+        other.goto(f"{url}/geometry?run=snapshots&step=4&item=3")
+        browser.wait_until_drawn(other, PAGES["geometry"])
+        other.get_by_text("Step 4 of 10", exact=False).first.wait_for(timeout=60_000)
+        assert "(item 3)" in other.get_by_role("combobox", name="Nearest neighbours of").input_value()
+        other.goto(f"{url}/geometry?run=no-such-run")
+        browser.wait_until_drawn(other, PAGES["geometry"])
+        warnings = " ".join(other.locator('[data-testid="stAlertContentWarning"]').all_inner_texts())
+        assert "no-such-run" in warnings and "not here" in warnings, warnings
+        other.screenshot(path=str(ARTIFACTS / "geometry-bad-link.png"))
+    finally:
+        fresh.close()

@@ -46,7 +46,7 @@ def page() -> None:
     data.keep_known("curve_keys", keys, default=[k for k in DEFAULT_KEYS if k in keys] or keys[:1])
     st.session_state.setdefault("curve_smoothing", 0.0)
     st.session_state.setdefault("curve_log_y", False)
-    st.session_state.setdefault("curve_x", "step")
+    data.keep_known("curve_x", list(viz.CURVE_X), default="step")
     pick, smooth, log_col, x_col = st.columns([3, 2, 1, 1])
     chosen_keys = pick.multiselect("Curves", keys, key="curve_keys")
     smoothing = smooth.slider("Smoothing (EMA weight)", 0.0, 0.99, step=0.01, key="curve_smoothing")

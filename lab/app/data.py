@@ -216,11 +216,17 @@ def _tuned_row(record: dict) -> dict:
 def keep_known(key: str, options: list, default=None) -> None:
     """Drop a remembered widget value that is no longer among ``options`` (another runs directory, a
     link from another page), falling back to ``default``."""
+    from lab.app import urlstate
+
     value = st.session_state.get(key)
     if isinstance(value, list):
         st.session_state[key] = [v for v in value if v in options]
+        missing = [v for v in value if v not in options]
+        if missing:
+            urlstate.unknown(key, ", ".join(map(str, missing)))
     elif value is not None and value not in options:
         del st.session_state[key]
+        urlstate.unknown(key, value, default)
     if key not in st.session_state and default is not None:
         st.session_state[key] = default
 

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from lab import viz
-from lab.app import data, explain
+from lab.app import data, explain, export
 
 PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE (cosine)", "umap": "UMAP (cosine)"}
 COLOURINGS = {"shape": "shape", "colour": "colour (its real colour)", "class": "class (colour × shape = hue × marker)",
@@ -22,6 +22,8 @@ SVG_POINTS = 2000  # maps of up to this many points are drawn as SVG (readable m
 
 def controls(total: int) -> tuple[str, str, int, bool]:
     method_col, colour_col, items_col, texts_col = st.columns([2, 3, 3, 2])
+    data.keep_known("geometry_projection", list(PROJECTIONS))
+    data.keep_known("geometry_colour", list(COLOURINGS))
     method = method_col.selectbox("Projection", list(PROJECTIONS), format_func=PROJECTIONS.get,
                                   key="geometry_projection")
     colour_by = colour_col.selectbox("Colour by", list(COLOURINGS), format_func=COLOURINGS.get, key="geometry_colour")
@@ -31,7 +33,7 @@ def controls(total: int) -> tuple[str, str, int, bool]:
         st.session_state["geometry_items"] = min(500, total)
     st.session_state.setdefault("geometry_texts", True)
     n = items_col.select_slider("Items", sizes, key="geometry_items")
-    with_texts = texts_col.checkbox("Captions too (×)", key="geometry_texts")
+    with_texts = texts_col.checkbox("Captions too (rings)", key="geometry_texts")
     return method, colour_by, n, with_texts
 
 
@@ -55,6 +57,12 @@ def maps(run, emb, method, colour_by, n, with_texts) -> pd.DataFrame:
         panel = viz.map_panel(shown, model, colour_by, title, width=MAP_SIZE, height=MAP_SIZE, images=images,
                               extent=extent)
         column.altair_chart(viz.readable(panel, svg=len(shown) <= SVG_POINTS), width="content")
+        still = viz.map_panel(shown, model, colour_by, title, width=MAP_SIZE, height=MAP_SIZE, extent=extent)
+        export.chart_downloads(viz.readable(still), export.map_table(shown, model, colour_by),
+                               {"run": run.run_id, "map": model, "projection": PROJECTIONS[method], "items": n,
+                                "captions": with_texts, "colour by": colour_by, "procrustes scale": f"{aligned.scale:.4f}",
+                                "residual": f"{aligned.residual:.4f}"},
+                               f"{run.run_id}-{model}-{method}-{n}-{colour_by}", where=column)
     search_col, isolate_col = st.columns([3, 1])
     search_col.text_input("Search captions", placeholder="e.g. red star, sketch", key="geometry_search")
     isolate_col.checkbox("Isolate matches", key="geometry_isolate", disabled=not search)
@@ -129,8 +137,7 @@ def evolution(run, colour_by: str) -> None:
               for name in ("shape", "colour", "class", "style", "size", "split")
               if name in ("class",) or f"factor_{name}" in snaps}
     colour_by = colour_by if colour_by in labels else "colour"
-    if st.session_state.get("geometry_step") not in steps:
-        st.session_state["geometry_step"] = steps[-1]
+    data.keep_known("geometry_step", steps, default=steps[-1])
     slider_col, play_col = st.columns([5, 1])
     step = slider_col.select_slider("Training step", steps, key="geometry_step")
     play = play_col.button("▶ Play", help="Show every stored step in turn")

@@ -18,7 +18,7 @@ TITLES = {
 # Widgets whose values survive a visit to another page (Streamlit forgets a widget's value once a
 # run does not draw it): the run pickers and the views' settings.
 REMEMBERED = ("geometry_run", "geometry_projection", "geometry_colour", "geometry_items", "geometry_texts",
-              "geometry_search", "geometry_isolate", "geometry_item", "geometry_step",
+              "geometry_search", "geometry_isolate", "geometry_item", "geometry_step", "geometry_compare",
               "similarity_run", "similarity_pair", "similarity_softmax", "similarity_temperature",
               "curve_runs", "curve_keys", "curve_smoothing", "curve_log_y", "curve_x",
               "sweep_table", "ablation_metric", "ablation_source", "ablation_protocol", "protocol",
