@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).parent.parent
-PAGES = ("overview", "geometry", "similarity", "ablations", "curves", "protocols")
+PAGES = ("overview", "geometry", "similarity", "ablations", "curves", "protocols", "divergence")
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +38,7 @@ def test_every_page_without_runs_says_how_to_make_them(page, tmp_path):
 
 
 CHARTS = {"geometry": "vega_lite_chart", "similarity": "plotly_chart", "ablations": "plotly_chart",
-          "curves": "plotly_chart"}
+          "curves": "plotly_chart", "divergence": "vega_lite_chart"}
 
 
 @pytest.mark.parametrize("page", list(CHARTS))
@@ -144,7 +144,8 @@ def test_overview_filters_runs_and_links_a_selected_run_to_its_pages(demo_runs):
     shown = at.dataframe[0].value
     assert 0 < len(shown) < len(everything) and shown["run"].str.contains("nokd").all()
     at.selectbox(key="overview_open").select(shown["run"].iloc[0]).run()
-    assert [b.label for b in at.button] == ["Embedding geometry →", "Similarity matrices →", "Training curves →"]
+    assert [b.label for b in at.button] == ["Embedding geometry →", "Similarity matrices →", "Student vs teacher →",
+                                            "Training curves →"]
 
 
 def test_overview_ranks_each_task_in_its_own_table(demo_runs, prompt_runs, tmp_path):

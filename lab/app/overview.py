@@ -102,7 +102,8 @@ def links(run: runs.Run) -> None:
     """Buttons that open the pages showing ``run``, with the run already picked."""
     targets = []
     if data.has_teacher_embeddings(run):
-        targets += [("geometry", {"geometry_run": run.run_id}), ("similarity", {"similarity_run": run.run_id})]
+        targets += [("geometry", {"geometry_run": run.run_id}), ("similarity", {"similarity_run": run.run_id}),
+                    ("divergence", {"divergence_run": run.run_id})]
     if run.kind in ("pretrain", "distill"):
         targets.append(("curves", {"curve_runs": [run.run_id]}))
     if run.kind == "promptkd":

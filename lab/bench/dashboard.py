@@ -28,7 +28,7 @@ from lab.app import browser
 TRAINING = ["train.steps=20", "train.warmup=2", "data.size=512", "train.log_every=5", "eval.per_style=1280"]
 LOSSES = ("clipkd", "fd")
 RUNS_DIR = Path(".cache/dashboard-bench")
-PAGES = ("overview", "geometry", "similarity", "curves")
+PAGES = ("overview", "geometry", "similarity", "curves", "divergence")
 
 
 def make_runs(root: Path, progress: Callable[[str], None]) -> list[str]:
