@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).parent.parent
-PAGES = ("overview", "geometry", "similarity", "ablations", "curves", "protocols", "divergence")
+PAGES = ("overview", "geometry", "similarity", "ablations", "curves", "protocols", "divergence", "workbench")
 
 
 @pytest.fixture(autouse=True)
@@ -208,3 +208,32 @@ def test_ablations_draw_one_paper_source_per_axis(tmp_path):
     assert all(s in caption for s in sources)
     lab_axis, paper_axis = figure["layout"]["yaxis"]["range"], figure["layout"]["yaxis2"]["range"]
     assert lab_axis[0] > 30 and paper_axis[0] > 0  # each axis spans its data, neither starts at 0
+
+
+def test_runs_workbench_groups_seeds_as_the_sweep_table_does(demo_runs, tmp_path):
+    """Grouped mean ± std equal the sweep table's for the same rows; a config diff lists exactly the setting
+    changed; the parallel coordinates draw one line per run."""
+    from lab import runs
+    from lab.app import workbench
+    from lab.experiments.grids import run_id
+    from lab.experiments.grids import grid_rows
+    from lab.experiments.tables import collect
+
+    found = [r for r in runs.list_runs(demo_runs) if r.complete]
+    frame = workbench.runs_frame(found)
+    groups = workbench.grouped(frame)
+    for row, record in zip(grid_rows("core"), collect("core", 2, demo_runs, "fast")):
+        group = groups[groups["runs"].str.split(", ").apply(lambda ids: run_id(row, 0, "fast") in ids)].iloc[0]
+        assert group["n seeds"] == len(record["seeds"]) == 2
+        assert (group["HM mean"], group["HM std"]) == pytest.approx(record["hm"])
+    source = found[0].path
+    shutil.copytree(source, tmp_path / "changed")
+    config = json.loads((source / "config.json").read_text())
+    config["config"]["train"]["lr"] = config["config"]["train"]["lr"] * 2
+    (tmp_path / "changed" / "config.json").write_text(json.dumps(config))
+    diff = workbench.config_diff(found[0], runs.read_run(tmp_path / "changed"))
+    assert diff["setting"].tolist() == ["train.lr"]
+    figure = workbench.parallel(frame, found)
+    assert all(len(d.values) == len(found) for d in figure.data[0].dimensions)
+    at = run_page("workbench", demo_runs)
+    assert not at.exception and len(at.dataframe) >= 2

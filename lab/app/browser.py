@@ -39,7 +39,7 @@ class DashboardPage:
 PLOTLY = '[data-testid="stPlotlyChart"] .main-svg'
 VEGA = '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg.marks'
 CHARTS = {"overview": None, "geometry": VEGA, "similarity": PLOTLY, "ablations": PLOTLY, "curves": PLOTLY,
-          "protocols": PLOTLY, "divergence": VEGA}
+          "protocols": PLOTLY, "divergence": VEGA, "workbench": None}
 PAGES = tuple(DashboardPage(TITLES[path], path, CHARTS[path]) for path in TITLES)
 HEADINGS = {"Overview": "Runs"}  # pages whose heading differs from their navigation label
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'

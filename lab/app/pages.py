@@ -14,6 +14,7 @@ TITLES = {
     "curves": "Training curves",
     "protocols": "Protocols",
     "divergence": "Student vs teacher",
+    "workbench": "Runs workbench",
 }
 
 # Widgets whose values survive a visit to another page (Streamlit forgets a widget's value once a
