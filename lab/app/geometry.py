@@ -15,6 +15,7 @@ PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE (cosine)", "umap": "UMAP (cosine)"}
 COLOURINGS = {"shape": "shape", "colour": "colour (its real colour)", "class": "class (colour × shape = hue × marker)",
               "style": "style", "size": "size", "modality": "image / caption", "split": "base / novel class",
               "neighbourhood": "neighbourhood agreement (kNN overlap)"}
+DEFAULT_ITEMS = 500  # items drawn when a map is first shown (with captions: twice as many points)
 MAP_SIZE = 260  # px: square plot areas (equal x and y scale); both panels, titles and legends fit at 1024×768
 PLAY_SECONDS = 0.6
 SVG_POINTS = 2000  # maps of up to this many points are drawn as SVG (readable marks), larger ones on a canvas  # per frame of the training-evolution view
@@ -30,7 +31,7 @@ def controls(total: int) -> tuple[str, str, int, bool]:
     sizes = [*range(100, total, 100), total]  # the last choice is every item
     # Defaults go through the session state (not value=) because the widgets' values are remembered there.
     if st.session_state.get("geometry_items") not in sizes:  # first visit, or remembered from another run
-        st.session_state["geometry_items"] = min(500, total)
+        st.session_state["geometry_items"] = min(DEFAULT_ITEMS, total)
     st.session_state.setdefault("geometry_texts", True)
     n = items_col.select_slider("Items", sizes, key="geometry_items")
     with_texts = texts_col.checkbox("Captions too (rings)", key="geometry_texts")
