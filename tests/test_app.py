@@ -129,7 +129,7 @@ def test_geometry_page_draws_each_projection_and_keeps_it_with_the_run(demo_runs
     projection.select(method).run(timeout=600)  # UMAP compiles with numba on first use: slow in a fresh venv
     assert not at.exception
     teacher, student = (json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")[:2])
-    assert teacher["title"] == "teacher" and student["title"][0] == "student (rotated onto the teacher)"
+    assert teacher["title"][0] == "teacher" and student["title"][0] == "student (rotated onto the teacher)"
     assert student["title"][1].startswith("Procrustes scale")  # the alignment as numbers, not as shrinkage
     tooltip = [t["field"] for t in teacher["encoding"]["tooltip"]]
     assert tooltip[:2] == ["image", "caption"]  # hover: the item's picture, then its caption

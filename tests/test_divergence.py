@@ -72,3 +72,17 @@ def test_swapped_items_are_exactly_the_rank_changes_and_the_neighbour_lists():
     assert iou[p1] == 0 and iou[p2] == 0
     middle = labels == labels[len(labels) // 2]  # a class neither swapped item is near keeps its neighbours
     assert (iou[middle] == 1).all()
+
+
+def test_any_two_runs_compare_as_a_pair():
+    """Student A vs student B: A's student plays the reference; a set of other items is refused."""
+    from lab.errors import LabError
+
+    base = planted_teacher()
+    a, b = student_of(base, seed=1), student_of(base, seed=2)
+    pair = dv.pair_of(a, b, "student", "student")
+    assert pair["teacher_image"] is a["student_image"] and pair["student_image"] is b["student_image"]
+    assert dv.knn_iou(pair["teacher_image"], pair["student_image"], k=5) == pytest.approx(1.0)  # two rotations
+    other = {**b, "labels": b["labels"][::-1]}
+    with pytest.raises(LabError, match="different test items"):
+        dv.pair_of(a, other)

@@ -30,6 +30,23 @@ FACTORS = ("colour", "shape", "size", "style")
 FACTOR_NAMES = {"colour": COLOUR_NAMES, "shape": SHAPES, "size": SIZES, "style": STYLES}
 
 
+def pair_of(first: dict, second: dict, first_side: str = "teacher", second_side: str = "student") -> dict:
+    """Any two embedding sets of the same test items as one ``emb`` whose ``teacher_*`` is ``first``'s
+    ``first_side`` and ``student_*`` is ``second``'s ``second_side`` — teacher vs student, student A vs
+    student B (two runs), or one run at two training steps (two snapshot frames) — so every analysis here,
+    and :mod:`lab.viz`'s maps and matrices, compare any pair. Refuses sets of different items."""
+    from lab.errors import LabError
+
+    if len(first["labels"]) != len(second["labels"]) or not np.array_equal(first["labels"], second["labels"]):
+        raise LabError("The two runs embedded different test items (another evaluation set or size); compare runs "
+                       "evaluated with the same eval.per_style and eval.seed.")
+    pair = dict(first)
+    for modality in ("image", "text"):
+        pair[f"teacher_{modality}"] = first[f"{first_side}_{modality}"]
+        pair[f"student_{modality}"] = second[f"{second_side}_{modality}"]
+    return pair
+
+
 def _unit(x) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
