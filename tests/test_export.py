@@ -41,3 +41,19 @@ def test_a_similarity_csv_holds_the_matrices(emb):
     for name, m in matrices.items():
         assert np.allclose(table[name].to_numpy().reshape(n, n), m, rtol=0, atol=1e-8), name
     assert table.loc[table["row"] == 1, "row class"].iloc[0] == names[1]
+
+
+def test_a_view_report_is_one_offline_page(emb):
+    """Figures inline (an SVG map, a plotly heatmap with plotly.js inside), numbers and configs: nothing fetched."""
+    import re
+
+    from lab.app.report import view_report
+
+    points, _ = viz.map_points(emb, 40, False, "pca")
+    page = view_report("smoke view", {"student map": viz.readable(viz.map_panel(points, "student", "colour")),
+                                      "similarity": viz.similarity_heatmaps(viz.similarity_matrices(emb))},
+                       {"points": export.map_table(points, "student", "colour")}, {"smoke": {"train": {"lr": 0.002}}})
+    assert page.count("<svg") >= 1 and "Plotly.newPlot" in page and "&quot;lr&quot;: 0.002" in page
+    markup = re.sub(r"<script[^>]*>.*?</script>", "<script></script>", page, flags=re.S)  # the page, not JS text
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", markup)  # no script, style or image from the network
+    assert not re.search(r"<script[^>]+src=", page)
