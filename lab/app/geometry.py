@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from lab import viz
-from lab.app import data, explain, export
+from lab.app import data, explain, export, report
 
 PROJECTIONS = {"pca": "PCA", "tsne": "t-SNE (cosine)", "umap": "UMAP (cosine)"}
 COLOURINGS = {"shape": "shape", "colour": "colour (its real colour)", "class": "class (colour × shape = hue × marker)",
@@ -51,6 +51,7 @@ def maps(run, emb, method, colour_by, n, with_texts) -> pd.DataFrame:
     if search and st.session_state.get("geometry_isolate") and matches.any():
         shown = points[matches]
     images = data.thumbnails(run)
+    stills = {}
     titles = (["teacher", run.run_id], [*viz.student_title(aligned), run.run_id])  # an exported panel names its run
     for column, model, title in zip(st.columns(2), ("teacher", "student"), titles):
         # a fixed square plot area over the same ± extent on both axes: the map's shapes do not change with the
@@ -59,6 +60,7 @@ def maps(run, emb, method, colour_by, n, with_texts) -> pd.DataFrame:
                               extent=extent)
         column.altair_chart(viz.readable(panel, svg=len(shown) <= SVG_POINTS), width="content")
         still = viz.map_panel(shown, model, colour_by, title, width=MAP_SIZE, height=MAP_SIZE, extent=extent)
+        stills[f"{model} map ({PROJECTIONS[method]}, {n} items, colour by {colour_by})"] = viz.readable(still)
         export.chart_downloads(viz.readable(still), export.map_table(shown, model, colour_by),
                                {"run": run.run_id, "map": model, "projection": PROJECTIONS[method], "items": n,
                                 "captions": with_texts, "colour by": colour_by, "procrustes scale": f"{aligned.scale:.4f}",
@@ -78,6 +80,12 @@ def maps(run, emb, method, colour_by, n, with_texts) -> pd.DataFrame:
                f"{aligned.scale:.2f} is how much the student's map had to be stretched to match, residual "
                f"{aligned.residual:.2f} how badly it still differs (0 = same shape, 1 = unrelated). Hover a point for "
                f"its picture and caption.")
+    st.download_button("Report of this view (HTML)", lambda: report.view_report(
+        f"{run.run_id}: embedding geometry", stills,
+        {"Geometry metrics (full test set)": pd.DataFrame(explain.geometry_glossary(run.summary))},
+        {run.run_id: run.config}), f"{export.slug(run.run_id)}-geometry-report.html", "text/html",
+        on_click="ignore", key="geometry_report",
+        help="one self-contained page (figures, numbers, the run's config) that opens offline")
     return points
 
 
