@@ -1,59 +1,73 @@
-"""What the dashboard's downloads hold: exactly the numbers lab draws, with the run and settings in the header."""
+"""``python -m lab export``: a student open_clip loads by itself, offline, in a fresh process."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+import torch
 
-from lab import viz
-from lab.app import export
-from lab.data.shapes import COLOUR_NAMES, SHAPES
+from lab.data.shapes import ShapesWorld, StreamSpec
+from lab.models import zoo
 
-
-@pytest.fixture(scope="module")
-def emb():
-    """A run's embeddings.npz in miniature: 48 items of the 64 colour × shape classes, teacher 16-D, student 12-D."""
-    rng, n = np.random.default_rng(0), 48
-    labels = rng.permutation(64)[:n]
-    arrays = {f"{m}_{k}": rng.normal(size=(n, d)).astype(np.float16) for m, d in (("teacher", 16), ("student", 12))
-              for k in ("image", "text")}
-    return {**arrays, "labels": labels, "classnames": np.array([f"{c} {s}" for c in COLOUR_NAMES for s in SHAPES]),
-            "factor_colour": labels // len(SHAPES), "factor_shape": labels % len(SHAPES),
-            "factor_style": rng.integers(0, 4, n), "base_ids": np.arange(32),
-            "captions": np.array([f"caption {i}" for i in range(n)])}
-
-
-def test_a_maps_csv_holds_the_points_drawn(emb):
-    points, aligned = viz.map_points(emb, 60, True, "pca")
-    text = export.with_header(export.map_table(points, "student", "class"), {"run": "smoke", "projection": "PCA"})
-    header, table = export.read_with_header(text)
-    assert header == {"run": "smoke", "projection": "PCA"}
-    assert np.allclose(table[["x", "y"]].to_numpy(), aligned.student, rtol=0, atol=1e-8)
-    assert table["item"].tolist() == points["item"].tolist() and set(table["modality"]) == {"image", "text"}
-    chart = viz.readable(viz.map_panel(points, "student", "class", ["student", "smoke"], 200, 200))
-    assert export.vega_svg(chart).lstrip().startswith("<svg") and export.vega_png(chart)[:4] == b"\x89PNG"
+ROOT = Path(__file__).resolve().parents[1]
+# Run in a fresh interpreter: only open_clip, torch and numpy — nothing of the lab is imported.
+LOAD_WITH_OPEN_CLIP = """
+import sys, numpy as np, torch, open_clip
+out, inputs = sys.argv[1], np.load(sys.argv[2])
+model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + out)
+tokenizer = open_clip.get_tokenizer("local-dir:" + out)
+model.eval()
+with torch.no_grad():
+    image = model.encode_image(torch.from_numpy(inputs["pixels"]), normalize=True)
+    text = model.encode_text(tokenizer(list(inputs["captions"])), normalize=True)
+np.savez(sys.argv[3], image=image.numpy(), text=text.numpy(), size=np.asarray(model.visual.image_size),
+         mean=np.asarray(preprocess.transforms[-1].mean))
+"""
 
 
-def test_a_similarity_csv_holds_the_matrices(emb):
-    matrices = viz.similarity_matrices(emb, "image-text")
-    names = viz.similarity_class_names(emb)
-    _, table = export.read_with_header(export.with_header(export.matrices_table(matrices, names), {"run": "smoke"}))
-    n = len(names)
-    for name, m in matrices.items():
-        assert np.allclose(table[name].to_numpy().reshape(n, n), m, rtol=0, atol=1e-8), name
-    assert table.loc[table["row"] == 1, "row class"].iloc[0] == names[1]
+def test_exported_student_loads_in_open_clip_offline_with_the_labs_embeddings(smoke_run, tmp_path):
+    from lab.cli import main
+
+    out = tmp_path / "student"
+    assert main(["export", str(smoke_run), str(out)]) == 0
+    assert {p.name for p in out.iterdir()} >= {"open_clip_config.json", "open_clip_model.safetensors", "MODEL_CARD.md",
+                                               "model_card.json"}
+    lab_model = zoo.load(smoke_run)
+    batch = ShapesWorld(lab_model.image_size).sample(StreamSpec(seed=3, split="test"), 0, 8)
+    pixels = lab_model.image_tensor(batch.images)
+    np.savez(tmp_path / "inputs.npz", pixels=pixels.numpy(), captions=np.asarray(batch.captions))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, "-c", LOAD_WITH_OPEN_CLIP, str(out), str(tmp_path / "inputs.npz"),
+                           str(tmp_path / "open_clip.npz")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = np.load(tmp_path / "open_clip.npz")
+    with torch.no_grad():
+        image = lab_model.model.encode_image(pixels, normalize=True).numpy()
+        text = lab_model.model.encode_text(lab_model.tokenize(batch.captions), normalize=True).numpy()
+    np.testing.assert_allclose(theirs["image"], image, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(theirs["text"], text, atol=1e-5, rtol=0)
+    assert theirs["size"].tolist() in ([32, 32], 32)
+    np.testing.assert_allclose(theirs["mean"], lab_model.model.visual.preprocess_cfg["mean"], rtol=1e-6)
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["arch"] == "shapes-student" and card["steps"] == lab_model_steps(smoke_run)
+    assert "projection heads" in (out / "MODEL_CARD.md").read_text()
 
 
-def test_a_view_report_is_one_offline_page(emb):
-    """Figures inline (an SVG map, a plotly heatmap with plotly.js inside), numbers and configs: nothing fetched."""
-    import re
+def lab_model_steps(run) -> int:
+    return json.loads((Path(run) / "summary.json").read_text())["steps"]
 
-    from lab.app.report import view_report
 
-    points, _ = viz.map_points(emb, 40, False, "pca")
-    page = view_report("smoke view", {"student map": viz.readable(viz.map_panel(points, "student", "colour")),
-                                      "similarity": viz.similarity_heatmaps(viz.similarity_matrices(emb))},
-                       {"points": export.map_table(points, "student", "colour")}, {"smoke": {"train": {"lr": 0.002}}})
-    assert page.count("<svg") >= 1 and "Plotly.newPlot" in page and "&quot;lr&quot;: 0.002" in page
-    markup = re.sub(r"<script[^>]*>.*?</script>", "<script></script>", page, flags=re.S)  # the page, not JS text
-    assert not re.search(r"""(src|href)=["']?(https?:)?//""", markup)  # no script, style or image from the network
-    assert not re.search(r"<script[^>]+src=", page)
+def test_export_with_onnx_checks_the_encoders_against_pytorch(smoke_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from lab.models.export import export_open_clip
+
+    card = export_open_clip(smoke_run, tmp_path / "student", onnx=True)
+    assert (tmp_path / "student" / "onnx" / "image_encoder.onnx").is_file()
+    assert card["onnx"]["max_abs_diff"] <= card["onnx"]["tolerance"]
+    assert "ONNX Runtime vs PyTorch" in (tmp_path / "student" / "MODEL_CARD.md").read_text()
