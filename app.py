@@ -4,6 +4,7 @@ import os
 
 import streamlit as st
 
+from lab.app import urlstate
 from lab.app.data import check_runs_dir_box
 from lab.app.pages import all_pages, remember_widgets
 
@@ -17,4 +18,8 @@ st.sidebar.text_input("Runs directory", key="runs_dir", on_change=check_runs_dir
 if "runs_dir_refused" in st.session_state:
     st.sidebar.error(st.session_state.pop("runs_dir_refused"))
 remember_widgets()
-st.navigation(all_pages()).run()
+page = st.navigation(all_pages())
+urlstate.restore(page.url_path)  # a link's view: its settings preset the page's widgets
+urlstate.problems()
+page.run()
+urlstate.publish(page.url_path)  # the view's settings back into the URL, so that it can be shared

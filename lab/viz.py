@@ -244,14 +244,20 @@ def map_points(emb: dict, n: int = 1000, with_texts: bool = True, method: str = 
     return points, maps
 
 
-def _colour(colour_by: str) -> alt.Color:
+def _colour_parts(colour_by: str) -> tuple[str, alt.Scale, str | list[str]]:
+    """The field, scale and title a colouring encodes (shared by a map's fill and its rings)."""
     if colour_by in ("colour", "class"):  # class = colour × shape: the hue is the item's own colour
-        return alt.Color("colour:N", title="colour", scale=alt.Scale(domain=list(COLOUR_HEX),
-                                                                     range=list(COLOUR_HEX.values())))
+        return "colour:N", alt.Scale(domain=list(COLOUR_HEX), range=list(COLOUR_HEX.values())), "colour"
     if colour_by == "neighbourhood":
-        return alt.Color("neighbourhood:Q", title=["kNN agreement", "(1 = same neighbours)"],
-                         scale=alt.Scale(scheme="redyellowblue", domain=[0, 1]))
-    return alt.Color(f"{colour_by}:N", scale=alt.Scale(scheme="category10"))
+        return ("neighbourhood:Q", alt.Scale(scheme="redyellowblue", domain=[0, 1]),
+                ["kNN agreement", "(1 = same neighbours)"])
+    return f"{colour_by}:N", alt.Scale(scheme="category10"), colour_by
+
+
+def _colour(colour_by: str) -> alt.Color:
+    field, scale, title = _colour_parts(colour_by)
+    legend = alt.Legend(columns=2, symbolLimit=0) if colour_by in ("colour", "class") else alt.Legend(symbolLimit=0)
+    return alt.Color(field, title=title, scale=scale, legend=legend)
 
 
 def map_panel(points: pd.DataFrame, model: str, colour_by: str = "shape", title: str | list[str] = "",
@@ -269,24 +275,33 @@ def map_panel(points: pd.DataFrame, model: str, colour_by: str = "shape", title:
         chart = chart.transform_lookup(lookup="item", from_=alt.LookupData(pictures, "item", ["image"]))
         tooltip = ["image:N", *tooltip]  # vega-tooltip draws the field named "image" as a picture
     if colour_by == "class":
-        shape = alt.Shape("shape:N", scale=alt.Scale(domain=list(SHAPE_MARKERS), range=list(SHAPE_MARKERS.values())))
+        shape = alt.Shape("shape:N", scale=alt.Scale(domain=list(SHAPE_MARKERS), range=list(SHAPE_MARKERS.values())),
+                          legend=alt.Legend(columns=2, symbolLimit=0))
     else:
-        shape = alt.Shape("modality:N", scale=alt.Scale(domain=["image", "text"], range=["circle", "cross"]))
+        shape = alt.value("circle")  # images and captions differ by fill (below), not by a marker a shape could have
     scale = alt.Scale(domain=[-extent, extent], nice=False)
     colour = _colour(colour_by)
+    # images solid, captions a faint fill inside a ring of their colour: told apart without borrowing a shape
+    point = alt.FillOpacity("modality:N", scale=alt.Scale(domain=["image", "text"], range=[0.9, 0.12]),
+                            legend=alt.Legend(title="point", labelExpr="datum.label == 'text' ? "
+                                              "'caption (ring)' : 'image (solid)'"))
+    field, colour_scale, _ = _colour_parts(colour_by)
+    outline = alt.Stroke(field, scale=colour_scale, legend=None)
     if not legend:
-        colour, shape = colour.legend(None), shape.legend(None)
-    encoding = dict(color=colour, shape=shape, tooltip=tooltip,
+        colour, point = colour.legend(None), point.legend(None)
+        if colour_by == "class":
+            shape = shape.legend(None)
+    encoding = dict(color=colour, shape=shape, tooltip=tooltip, fillOpacity=point,
                     x=alt.X(f"{model}_x:Q", scale=scale, title=None, axis=alt.Axis(labels=False, ticks=False)),
                     y=alt.Y(f"{model}_y:Q", scale=scale, title=None, axis=alt.Axis(labels=False, ticks=False)))
     if hover is not None:
         encoding.update(size=alt.condition(hover, alt.value(220), alt.value(30)),
-                        stroke=alt.condition(hover, alt.value("black"), alt.value(None)))
+                        stroke=alt.condition(hover, alt.value("black"), outline))
     else:
-        encoding.update(size=alt.value(36))
-    opacity = alt.Opacity("modality:N", scale=alt.Scale(domain=["image", "text"], range=[0.85, 0.4]), legend=None)
-    encoding["opacity"] = alt.condition(hover, alt.value(1.0), opacity) if hover is not None else opacity
-    return chart.mark_point(filled=True).encode(**encoding).properties(title=title, width=width, height=height)
+        encoding.update(size=alt.value(36), stroke=outline)
+    encoding["opacity"] = alt.condition(hover, alt.value(1.0), alt.value(0.85)) if hover is not None else alt.value(0.85)
+    return chart.mark_point(filled=True, strokeWidth=1).encode(**encoding).properties(title=title, width=width,
+                                                                                     height=height)
 
 
 def readable(chart, svg: bool = False):
@@ -342,7 +357,8 @@ def evolution_panel(frame: np.ndarray, labels: dict[str, Sequence[str]], colour_
     points = pd.DataFrame({"item": np.arange(len(frame)), "modality": "image", "neighbourhood": 0.0,
                            "caption": list(captions) if captions is not None else "",
                            "frame_x": frame[:, 0], "frame_y": frame[:, 1], **{k: list(v) for k, v in labels.items()}})
-    return map_panel(points, "frame", colour_by, title, width, 380, extent=extent)
+    return map_panel(points, "frame", colour_by, title, width, width if isinstance(width, int) else 380,
+                     extent=extent)
 
 
 CLOSENESS_METRICS = ("cka", "knn_overlap", "simmat_corr", "cosine")  # 1 = the teacher's geometry
@@ -413,27 +429,34 @@ def similarity_heatmaps(matrices: dict[str, np.ndarray], tick_labels: Sequence[s
     ``tick_labels`` (class names) label the axes and the hover.
     """
     names = list(matrices)
-    fig = make_subplots(rows=1, cols=3, subplot_titles=tuple(names), horizontal_spacing=0.12)
+    spacing = 0.04
+    fig = make_subplots(rows=1, cols=3, subplot_titles=tuple(names), horizontal_spacing=spacing)
     lo = min(matrices["teacher"].min(), matrices["student"].min())
     hi = max(matrices["teacher"].max(), matrices["student"].max())
     diff = np.abs(matrices["student − teacher"]).max() or 1.0
     rows_name, cols_name = PAIRS.get(pair, ("row", "column"))
     labels = list(tick_labels) if tick_labels is not None else None
+    panel = (1 - 2 * spacing) / 3
     for col, (name, m) in enumerate(matrices.items(), start=1):
         is_diff = name.startswith("student −")
-        right_edge = (col / 3) - 0.12 * (3 - col) / 3  # each colourbar just right of its own panel
-        title = "red: student higher<br>blue: teacher higher" if is_diff else ("softmax" if value.startswith("softmax") else value)
+        # each colourbar lies flat under its own panel: the panels keep the width (readable at 1024 px) and the
+        # colourbars' titles cannot overlap
+        title = "red: student higher, blue: teacher higher" if is_diff else (
+            "softmax" if value.startswith("softmax") else value)
         fig.add_trace(go.Heatmap(
             z=m, x=labels, y=labels, zmin=-diff if is_diff else lo, zmax=diff if is_diff else hi,
             colorscale="RdBu_r" if is_diff else "Viridis",
-            colorbar=dict(x=right_edge + 0.005, len=0.85, thickness=12,
-                          title=dict(text=title, side="right" if is_diff else "top")),
+            colorbar=dict(orientation="h", x=(col - 1) * (panel + spacing) + panel / 2, xanchor="center",
+                          y=-0.04, yanchor="top", len=panel, thickness=10,
+                          title=dict(text=title, side="bottom", font=dict(size=FONT - 2))),
             hovertemplate=f"{rows_name}: %{{y}}<br>{cols_name}: %{{x}}<br>{name}: %{{z:.3f}}<extra></extra>"),
             row=1, col=col)
-        fig.update_yaxes(autorange="reversed", row=1, col=col, showticklabels=False)
-        fig.update_xaxes(showticklabels=False, row=1, col=col, title_text=f"{cols_name}s, by class")
+        fig.update_yaxes(autorange="reversed", row=1, col=col, showticklabels=False,
+                         scaleanchor="x" if col == 1 else f"x{col}")  # square cells
+        fig.update_xaxes(showticklabels=False, row=1, col=col, constrain="domain")
     fig.update_yaxes(title_text=f"{rows_name}s, by class", row=1, col=1)
-    fig.update_layout(height=340, font=dict(size=FONT), margin=dict(t=50, l=10, r=40, b=10))
+    fig.update_xaxes(title_text=f"{cols_name}s, by class", row=1, col=2)
+    fig.update_layout(height=400, font=dict(size=FONT), margin=dict(t=40, l=10, r=10, b=90))
     return fig
 
 
@@ -465,6 +488,27 @@ def ema(values: Sequence[float], smoothing: float) -> np.ndarray:
 CURVE_X = {"step": "step", "wall time": "elapsed_s"}
 
 
+def curve_axis_title(key: str) -> str:
+    """A curve's y-axis title in words with its unit: a loss term, the learning rate, a probe score."""
+    from lab.losses.objective import TERMS
+
+    if key == "task":
+        return "task loss: CLIP InfoNCE (nats)"
+    if key == "loss":
+        return "total loss (weighted sum of the terms)"
+    if key == "lr":
+        return "learning rate"
+    if key == "images_per_s":
+        return "throughput (images / s)"
+    if key.startswith("eval/geometry/"):
+        return f"probe: {key.rsplit('/', 1)[1]} vs teacher (1 = same)"
+    if key.startswith("eval/"):
+        return f"probe {key.split('/', 1)[1].replace('top1', 'top-1').replace('hm', 'HM')} (%, test subset)"
+    if key in TERMS:
+        return f"{key.upper()} loss term"
+    return key
+
+
 def training_curves(records_by_run: dict[str, list[dict]], key: str, smoothing: float = 0.0, log_y: bool = False,
                     x: str = "step", colours: dict[str, str] | None = None) -> go.Figure:
     """One metric (a loss term, lr, a probe metric) over steps or wall-clock seconds, one line per run.
@@ -488,7 +532,8 @@ def training_curves(records_by_run: dict[str, list[dict]], key: str, smoothing: 
                                      name=f"{run_id} (raw)", legendgroup=run_id, showlegend=False, hoverinfo="skip"))
             values = ema(values, smoothing)
         fig.add_trace(go.Scatter(x=xs, y=values, mode=mode, name=run_id, legendgroup=run_id, line=dict(color=colour)))
-    fig.update_layout(xaxis_title="step" if x == "step" else "wall time (s)", yaxis_title=key, height=320,
+    fig.update_layout(xaxis_title="step" if x == "step" else "wall time (s)", yaxis_title=curve_axis_title(key),
+                      title=dict(text=key, font=dict(size=FONT)), height=320,
                       hovermode="x unified", font=dict(size=FONT), margin=dict(t=30, l=10, r=10, b=10),
                       legend=dict(orientation="h", y=-0.25))
     if log_y:
@@ -497,41 +542,74 @@ def training_curves(records_by_run: dict[str, list[dict]], key: str, smoothing: 
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Spearman's rank correlation over the pairs where both are numbers (None under three pairs)."""
+    """Spearman's rank correlation over the pairs where both are numbers (None under three pairs, NaN when one
+    side's values all tie: :func:`rank_agreement` says which)."""
     from scipy.stats import spearmanr
 
     pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None and np.isfinite(x) and np.isfinite(y)]
     if len(pairs) < 3:
         return None
-    return float(spearmanr(*zip(*pairs)).statistic)
+    xs, ys = zip(*pairs)
+    if len(set(xs)) < 2 or len(set(ys)) < 2:
+        return float("nan")
+    return float(spearmanr(xs, ys).statistic)
+
+
+def rank_agreement(lab: Sequence[float], paper: Sequence[float | None]) -> str:
+    """Spearman's ρ between the lab's and a paper's numbers in words, saying why when there is none."""
+    pairs = [(x, y) for x, y in zip(lab, paper) if x is not None and y is not None and np.isfinite(x)
+             and np.isfinite(y)]
+    rho = spearman(lab, paper)
+    if rho is None:
+        return f"too few rows with both ({len(pairs)}; ρ needs 3)"
+    if not np.isfinite(rho):
+        side = "lab" if len({x for x, _ in pairs}) < 2 else "paper"
+        return f"no ρ: the {side} values of the {len(pairs)} rows all tie"
+    return f"Spearman ρ = {rho:.2f} over {len(pairs)} rows"
+
+
+def _span(values: Sequence[float | None], errors: Sequence[float] = ()) -> list[float] | None:
+    """An axis range around ``values`` (± ``errors``), padded by a tenth of their spread: an axis scaled to its
+    data, so two axes side by side do not put one series on the floor."""
+    errors = list(errors) or [0.0] * len(values)
+    finite = [(v, e) for v, e in zip(values, errors) if v is not None and np.isfinite(v)]
+    if not finite:
+        return None
+    low, high = min(v - e for v, e in finite), max(v + e for v, e in finite)
+    pad = max((high - low) * 0.1, 0.5)
+    return [low - pad, high + pad]
 
 
 def ablation_bars(rows: Sequence[str], means: Sequence[float], stds: Sequence[float], metric: str = "HM",
                   reference: float | None = None, reference_name: str = "teacher",
                   n_seeds: Sequence[int] | None = None, paper: Sequence[float | None] | None = None,
                   paper_metric: str = "paper") -> go.Figure:
-    """Mean ± std per row of a sweep table (error bars only where a row has two seeds or more); an optional
-    reference line (e.g. the teacher); the papers' numbers as diamonds on their own right-hand axis,
-    with Spearman's rank agreement over the rows both have in the title."""
+    """Mean ± std per row of a sweep table (dots; error bars only where a row has two seeds or more); an optional
+    reference line (e.g. the teacher); one paper table's numbers (``paper_metric`` names it: pass only the rows
+    from that one table, None elsewhere) as diamonds on their own right-hand axis, with Spearman's rank agreement
+    in the title. Each axis spans its own data and is labelled: the values are not comparable, the order is."""
     n_seeds = list(n_seeds) if n_seeds is not None else [2] * len(rows)
-    errors = [s if n > 1 else 0.0 for s, n in zip(stds, n_seeds)]
+    means = [float(m) for m in means]
+    errors = [float(s) if n > 1 and np.isfinite(s) else 0.0 for s, n in zip(stds, n_seeds)]
     fig = make_subplots(specs=[[{"secondary_y": paper is not None}]])
-    fig.add_trace(go.Bar(x=list(rows), y=list(means), name=f"lab ({metric})", marker_color="#4C78A8",
-                         error_y=dict(type="data", array=errors, visible=any(n > 1 for n in n_seeds)),
-                         customdata=n_seeds, hovertemplate="%{x}: %{y:.1f} (%{customdata} seeds)<extra></extra>"))
+    fig.add_trace(go.Scatter(x=list(rows), y=means, mode="markers", name=f"lab ({metric})",
+                             marker=dict(symbol="circle", size=13, color="#4C78A8"),
+                             error_y=dict(type="data", array=errors, visible=any(n > 1 for n in n_seeds)),
+                             customdata=[f"{n} seed{'' if n == 1 else 's'}" for n in n_seeds],
+                             hovertemplate="%{x}: %{y:.1f} (%{customdata})<extra></extra>"))
     title = None
     if paper is not None:
         values = [float(v) if v is not None and np.isfinite(float(v)) else None for v in paper]
         fig.add_trace(go.Scatter(x=list(rows), y=values, mode="markers", name=f"paper ({paper_metric})",
                                  marker=dict(symbol="diamond", size=14, color="#E45756")), secondary_y=True)
-        fig.update_yaxes(title_text=f"paper: {paper_metric}", secondary_y=True, showgrid=False)
-        rho = spearman(means, values)
-        title = ("rank agreement lab vs paper: too few rows with both" if rho is None else
-                 f"rank agreement lab vs paper: Spearman ρ = {rho:.2f} over "
-                 f"{sum(v is not None for v in values)} rows")
+        fig.update_yaxes(title_text=f"paper: {paper_metric}", secondary_y=True, showgrid=False,
+                         range=_span(values))
+        title = f"lab vs {paper_metric}: {rank_agreement(means, values)}"
+    lab_values = means + ([reference] if reference is not None else [])
     if reference is not None:
         fig.add_hline(y=reference, line_dash="dash", annotation_text=f"{reference_name} {reference:.1f}")
-    fig.update_yaxes(title_text=f"lab: {metric}", secondary_y=False)
+    fig.update_yaxes(title_text=f"lab: {metric} (ShapesWorld)", secondary_y=False,
+                     range=_span(lab_values, errors + ([0.0] if reference is not None else [])))
     fig.update_layout(title=title, height=380, font=dict(size=FONT), margin=dict(t=50, l=10, r=10, b=10),
                       legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
     return fig

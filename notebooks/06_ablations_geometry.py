@@ -59,7 +59,7 @@ from lab.lesson import assert_same, check, explore, show_shapes, start
 import ipywidgets as widgets
 
 from lab import runs
-from lab.eval import geometry
+from lab.eval import divergence, geometry
 from lab.lesson import gradient_norms, ranking, versus
 from lab.viz import (ablation_bars, embedding_maps, grouped_bars, similarity_heatmaps,
                      similarity_matrices)
@@ -163,6 +163,26 @@ embedding_maps(runs.read_run(trained["no KD"]).embeddings(), "colour", n=400, wi
 
 # %%
 embedding_maps(emb, "colour", n=400, with_texts=False)
+
+# %% [markdown]
+# ## Where the student departs from the teacher
+#
+# The averages above say *how much* of the teacher's geometry the FD student kept; these say *where* it did not, in the full embedding spaces (not the 2-D maps). First, the class and factor pairs whose centroid similarity changed most (each model's centroid cosines standardised over its own pairs; *change* > 0: the student pulls the two together, merging what the teacher keeps apart):
+
+# %%
+ranked = divergence.factor_divergence(emb)
+print(ranked.head(8)[["grouping", "within", "a", "b", "teacher", "student", "change"]].round(2).to_string(index=False))
+lesson.say(f"Largest departure: {ranked['sentence'].iloc[0]} (change {ranked['change'].iloc[0]:+.2f}).")
+
+# %% [markdown]
+# And per retrieval query: the rank of the correct match (an image's own caption, a caption's own image) under the teacher and under the student. *Rank lost* > 0: the student ranks the match lower than the teacher does — the items distillation failed to transfer.
+
+# %%
+changes = divergence.rank_changes(emb)
+print(changes.head(8).to_string(index=False))
+for direction, part in changes.groupby("direction"):
+    print(f"{direction}: {(part['rank lost'] > 0).mean():.0%} of queries lost rank, "
+          f"{(part['rank lost'] < 0).mean():.0%} gained")
 
 # %% [markdown]
 # ## Summary

@@ -44,6 +44,19 @@ def misaligned_copy(source: Path, target: Path) -> None:
     np.savez(target / runs.EMBEDDINGS, **arrays)
 
 
+def mixed_sources_table() -> str:
+    """A ComKD sweep table whose rows cite two papers' tables (PromptKD's and ComKD-CLIP's), as the real one does."""
+    from lab.experiments.grids import GRIDS, paper_number
+    from lab.experiments.tables import PROMPT_COLUMNS, csv_table
+
+    records = []
+    for i, row in enumerate(GRIDS["comkd"]):
+        paper, source = paper_number("comkd", row)
+        records.append({"row": row.label, "loss": row.name, "seeds": [0], "paper": paper, "paper_source": source,
+                        **{c: (40.0 + i, 0.0) for c in PROMPT_COLUMNS}})
+    return csv_table(records, PROMPT_COLUMNS)
+
+
 @pytest.fixture(scope="module")
 def browser_runs(demo_runs, prompt_runs, tmp_path_factory):
     """The fixture runs (core grid, two prompt-distillation runs), a run with snapshots over training, and a
@@ -53,6 +66,7 @@ def browser_runs(demo_runs, prompt_runs, tmp_path_factory):
     for source in (demo_runs, prompt_runs):
         shutil.copytree(source, root, dirs_exist_ok=True)
     misaligned_copy(demo_runs / "fast-kd-crd+icl+fd-s0", root / "misaligned")
+    (root / "_tables" / "comkd.csv").write_text(mixed_sources_table())
     distill(default_config(["loss=fd", "data.size=128", "train.steps=10", "train.batch_size=32", "train.warmup=1",
                             "train.log_every=2", "train.eval_every=1", "eval.per_style=32",
                             "eval.probe_per_style=32", "eval.snapshot_items=32"]), "snapshots", root)
@@ -227,3 +241,74 @@ def test_at_projector_size_every_pages_main_chart_is_fully_visible(served):
                 assert browser.fully_visible(tab, main.nth(i)), f"{page.url_path}: chart {i} is not fully on screen"
     finally:
         tab.set_viewport_size({"width": 1500, "height": 1100})
+
+
+def test_no_picture_misleads_at_projector_size(served):
+    """At 1024×768: the Overview's HM-sorted first table holds comparable runs only; an Ablations chart draws one
+    paper source; the numbers the Geometry and Protocols pages talk about are on screen without scrolling."""
+    from lab.experiments.grids import GRIDS, paper_number
+
+    url, tab = served
+    tab.set_viewport_size({"width": 1024, "height": 768})
+    frames = '[data-testid="stDataFrame"]'
+    try:
+        browser.open_page(tab, url, PAGES["overview"])
+        tables = tab.locator(frames)
+        assert tables.count() == 3  # CLIP zero-shot, base → novel, style shift
+        first = [row[0] for row in browser.first_rows(tables.first, 3)]
+        assert len(first) == 3 and not any(r in ("b2n", "domain") for r in first), first
+        assert browser.columns_in_view(tables.first)[:2] == ["run", "HM"]
+
+        browser.open_page(tab, url, PAGES["ablations"])
+        browser.choose(tab, "Sweep", "comkd")
+        tab.wait_for_timeout(500)
+        browser._wait_until_idle(tab)
+        (paper,) = [t for t in browser.plotly_traces(tab.locator('[data-testid="stPlotlyChart"]').first)
+                    if t["name"].startswith("paper")]
+        cited = {paper_number("comkd", row)[1] for row, y in zip(GRIDS["comkd"], paper["y"]) if y is not None}
+        assert len(cited) == 1 and paper["name"] == f"paper ({cited.pop()})", paper
+
+        browser.open_page(tab, url, PAGES["geometry"])
+        metrics, changed, teacher_nn, student_nn = (tab.locator(frames).nth(i) for i in range(4))
+        assert {"metric", "this run", "teacher"} <= set(browser.columns_in_view(metrics))
+        assert "kNN agreement" in browser.columns_in_view(changed)
+        assert all("in both" in browser.columns_in_view(t) for t in (teacher_nn, student_nn))
+
+        browser.open_page(tab, url, PAGES["protocols"])
+        scores = set(browser.columns_in_view(tab.locator(frames).first))
+        assert {"student HM", "tuned teacher HM", "student 0-shot HM", "teacher 0-shot HM"} <= scores, scores
+        tab.screenshot(path=str(ARTIFACTS / "protocols-1024x768-columns.png"))
+    finally:
+        tab.set_viewport_size({"width": 1500, "height": 1100})
+
+
+def test_a_copied_link_opens_the_same_view_in_a_fresh_browser(served):
+    """A view's settings live in its URL: the link opens the same run, colouring and projection in a new browser
+    context (no shared session); a link to a given item and training step shows them; a bad link names what it
+    could not find and opens the page's default."""
+    url, tab = served
+    browser.open_page(tab, url, PAGES["geometry"])
+    browser.choose(tab, "Run", "fast-kd-crd+icl+fd-s1")
+    browser.choose(tab, "Colour by", "colour (its real colour)")
+    tab.wait_for_function("() => location.search.includes('colour=colour')", timeout=60_000)
+    link = tab.url
+    assert "run=fast-kd-crd%2Bicl%2Bfd-s1" in link or "run=fast-kd-crd+icl+fd-s1" in link, link
+    fresh = tab.context.browser.new_context(viewport={"width": 1500, "height": 1100})
+    try:
+        other = fresh.new_page()
+        other.goto(link)
+        browser.wait_until_drawn(other, PAGES["geometry"])
+        for label, value in (("Run", "fast-kd-crd+icl+fd-s1"), ("Colour by", "colour (its real colour)"),
+                             ("Projection", "PCA")):
+            assert other.get_by_role("combobox", name=label, exact=True).input_value() == value, label
+        other.goto(f"{url}/geometry?run=snapshots&step=4&item=3")
+        browser.wait_until_drawn(other, PAGES["geometry"])
+        other.get_by_text("Step 4 of 10", exact=False).first.wait_for(timeout=60_000)
+        assert "(item 3)" in other.get_by_role("combobox", name="Nearest neighbours of").input_value()
+        other.goto(f"{url}/geometry?run=no-such-run")
+        browser.wait_until_drawn(other, PAGES["geometry"])
+        warnings = " ".join(other.locator('[data-testid="stAlertContentWarning"]').all_inner_texts())
+        assert "no-such-run" in warnings and "not here" in warnings, warnings
+        other.screenshot(path=str(ARTIFACTS / "geometry-bad-link.png"))
+    finally:
+        fresh.close()

@@ -146,3 +146,13 @@ def test_weight_search_draws_every_tried_weight_at_its_multiple_of_the_default()
     assert fig.layout.yaxis.title.text == "validation HM (%)"
     mixed = viz.weight_search([{**rows[0], "metric": "top1"}, {**rows[1], "metric": "hm"}])
     assert mixed.layout.yaxis.title.text == "validation score (%, each row's own metric)"
+
+
+def test_rank_agreement_says_why_there_is_no_rho():
+    assert viz.rank_agreement([1, 2, 3], [5, 5, 5]) == "no ρ: the paper values of the 3 rows all tie"
+    assert viz.rank_agreement([1, 2], [5, 6]).startswith("too few rows with both (2")
+    assert viz.rank_agreement([1, 2, 3], [3, 2, 1]) == "Spearman ρ = -1.00 over 3 rows"
+    fig = viz.ablation_bars(["a", "b", "c"], [40.0, 41.0, 42.0], [0.1, 0.2, 0.3], n_seeds=[1, 2, 2],
+                            paper=[30.1, None, 35.2], paper_metric="CLIP-KD T1")
+    assert fig.layout.yaxis.range[0] > 35 and 25 < fig.layout.yaxis2.range[0] < 30.1  # each axis spans its data
+    assert fig.data[0].customdata[0] == "1 seed" and fig.layout.yaxis2.title.text == "paper: CLIP-KD T1"

@@ -42,20 +42,35 @@ def lab_vs_paper(table: pd.DataFrame, column: str) -> pd.DataFrame:
     cell = [f"{m:.1f} ± —" if n < 2 else f"{m:.1f} ± {s:.1f}"
             for m, s, n in zip(table[f"{column}_mean"], table[f"{column}_std"], seeds)]
     first = pd.DataFrame({"row": table["row"], "n seeds": seeds, "lab (mean ± std)": cell,
-                          "paper": table.get("paper"), "paper source": table.get("paper_source")})
+                          "paper": table.get("paper"), "paper source": table["paper_source"].fillna("—") if "paper_source" in table else None})
     rest = table.drop(columns=[c for c in ("row", "paper", "paper_source") if c in table])
     return pd.concat([first, rest.round(3)], axis=1)
 
 
-def paper_metric(table: pd.DataFrame) -> str:
-    """The paper axis's title: the shown rows' one source (e.g. "CLIP-KD T1, ImageNet top-1"), if they share one."""
-    sources = table["paper_source"].dropna().unique() if "paper_source" in table else []
-    return str(sources[0]) if len(sources) == 1 else "per row, see the paper source column"
+def paper_sources(table: pd.DataFrame) -> list[str]:
+    """The paper tables the rows' numbers come from, the one with most rows first."""
+    if "paper_source" not in table or "paper" not in table:
+        return []
+    given = table.loc[table["paper"].notna(), "paper_source"].dropna()
+    return list(given.value_counts(sort=True).index)
+
+
+def paper_from(table: pd.DataFrame, source: str) -> list[float | None]:
+    """The paper column restricted to the rows from ``source`` (None elsewhere): one axis, one paper table."""
+    return [float(p) if s == source and pd.notna(p) else None for p, s in zip(table["paper"], table["paper_source"])]
+
+
+def rank_agreements(table: pd.DataFrame, column: str) -> list[str]:
+    """One Spearman ρ per paper source, each named."""
+    return [f"{source}: {viz.rank_agreement(table[f'{column}_mean'].tolist(), paper_from(table, source))}"
+            for source in paper_sources(table)]
 
 
 def page() -> None:
     st.title("Ablations")
     explain.intro("ablations")
+    if data.runs_dir_missing():
+        return
     tables, problems = data.sweep_tables()
     for problem in problems:
         st.warning(problem)
@@ -112,12 +127,21 @@ def sweep_section(tables: dict[str, pd.DataFrame]) -> None:
                            key="ablation_metric")
     column = METRICS[label]
     seeds = n_seeds(table)
-    paper = table["paper"] if "paper" in table and table["paper"].notna().any() else None
+    sources = paper_sources(table)
+    source = None
+    if len(sources) > 1:  # one paper table per axis: its rows' numbers only
+        data.keep_known("ablation_source", sources)
+        source = st.selectbox("Paper numbers drawn (one source table at a time)", sources, key="ablation_source")
+    elif sources:
+        source = sources[0]
     st.plotly_chart(viz.ablation_bars(table["row"], table[f"{column}_mean"], table[f"{column}_std"], label,
-                                      n_seeds=seeds, paper=None if paper is None else paper.tolist(),
-                                      paper_metric=paper_metric(table)), width="stretch")
+                                      n_seeds=seeds, paper=None if source is None else paper_from(table, source),
+                                      paper_metric=source or "paper"), width="stretch")
+    if len(sources) > 1:
+        st.caption("The rows' paper numbers come from different tables, each drawn alone; rank agreement per "
+                   "source — " + "; ".join(rank_agreements(table, column)) + ".")
     st.dataframe(lab_vs_paper(table, column), hide_index=True, width="stretch")
     st.caption("Lab numbers on ShapesWorld, mean ± std over each row's seeds (— when there is one seed), last step. "
                "The `paper` column is the authors' published number for the nearest row (its source beside it), "
-               "measured on real data with real CLIP models: drawn on its own axis (diamonds), a reference for the "
-               "ordering (Spearman ρ above the chart), not comparable in absolute terms.")
+               "measured on real data with real CLIP models: drawn on its own axis (diamonds; each axis spans its own "
+               "data), a reference for the ordering (Spearman ρ above the chart), not comparable in absolute terms.")

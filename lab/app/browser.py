@@ -39,7 +39,7 @@ class DashboardPage:
 PLOTLY = '[data-testid="stPlotlyChart"] .main-svg'
 VEGA = '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg.marks'
 CHARTS = {"overview": None, "geometry": VEGA, "similarity": PLOTLY, "ablations": PLOTLY, "curves": PLOTLY,
-          "protocols": PLOTLY}
+          "protocols": PLOTLY, "divergence": VEGA, "workbench": None}
 PAGES = tuple(DashboardPage(TITLES[path], path, CHARTS[path]) for path in TITLES)
 HEADINGS = {"Overview": "Runs"}  # pages whose heading differs from their navigation label
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
@@ -239,6 +239,36 @@ def fully_visible(tab, locator) -> bool:
     box, view = locator.bounding_box(), tab.viewport_size
     return (box is not None and box["x"] >= 0 and box["y"] >= 0 and box["x"] + box["width"] <= view["width"] + 1
             and box["y"] + box["height"] <= view["height"] + 1)
+
+
+COLUMNS_IN_VIEW = """el => {
+    const heads = [...el.querySelectorAll('th[role=columnheader]')];
+    const view = document.documentElement.clientWidth, grid = el.getBoundingClientRect();
+    const scroller = el.querySelector('.dvn-scroller');
+    const sideways = scroller && scroller.scrollWidth > scroller.clientWidth + 1;
+    // the grid renders a header cell for each column of its visible range; when it scrolls sideways the last
+    // one may be cut, so only the others count as seen
+    const seen = heads.map(th => th.textContent);
+    return (grid.right <= view + 1 && grid.left >= 0) ? (sideways ? seen.slice(0, -1) : seen) : []; }"""
+FIRST_CELLS = """(el, n) => [...el.querySelectorAll('tbody tr')].slice(0, n).map(
+    tr => [...tr.querySelectorAll('td')].map(td => td.textContent))"""
+
+
+def columns_in_view(table) -> list[str]:
+    """The column titles of a dataframe (``table``: a locator of ``stDataFrame``) seen whole without scrolling
+    the page or the table sideways."""
+    table.locator("th[role=columnheader]").first.wait_for(state="attached", timeout=30_000)
+    return table.evaluate(COLUMNS_IN_VIEW)
+
+
+def first_rows(table, n: int = 3) -> list[list[str]]:
+    """The texts of the first ``n`` rows of a dataframe as drawn (its sort applied)."""
+    return table.evaluate(FIRST_CELLS, n)
+
+
+def plotly_traces(chart) -> list[dict]:
+    """The traces a plotly chart drew (``chart``: a locator of ``stPlotlyChart``): name and y values."""
+    return chart.evaluate("el => el.querySelector('.js-plotly-plot').data.map(t => ({name: t.name, y: t.y}))")
 
 
 def screenshots(runs_dir: str | Path, out_dir: str | Path) -> list[Path]:

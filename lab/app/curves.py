@@ -46,7 +46,7 @@ def page() -> None:
     data.keep_known("curve_keys", keys, default=[k for k in DEFAULT_KEYS if k in keys] or keys[:1])
     st.session_state.setdefault("curve_smoothing", 0.0)
     st.session_state.setdefault("curve_log_y", False)
-    st.session_state.setdefault("curve_x", "step")
+    data.keep_known("curve_x", list(viz.CURVE_X), default="step")
     pick, smooth, log_col, x_col = st.columns([3, 2, 1, 1])
     chosen_keys = pick.multiselect("Curves", keys, key="curve_keys")
     smoothing = smooth.slider("Smoothing (EMA weight)", 0.0, 0.99, step=0.01, key="curve_smoothing")
@@ -65,6 +65,10 @@ def page() -> None:
         st.fragment(charts, run_every=REFRESH_S)()
     else:
         charts()
+    if any(k.startswith("eval/") and not k.startswith("eval/geometry") for k in chosen_keys):
+        st.caption("The probe's `eval/*` scores are measured during training on a fixed test subset "
+                   "(`eval.probe_per_style` items per style), so its last `eval/hm` differs from the HM the Overview "
+                   "shows, which is measured once at the end on the full test set (`eval.per_style` per style).")
     if x == "wall time":
         st.caption("Wall time is the seconds since training (re)started, logged with each record; runs logged "
                    "before the lab recorded it have no wall-time points.")

@@ -33,7 +33,11 @@ def runs_dir() -> str:
 
 
 def check_runs_dir_box() -> None:
-    """The sidebar box's ``on_change``: a folder outside the runs root is refused, and the box goes back."""
+    """The sidebar box's ``on_change``: a folder outside the runs root is refused, and the box goes back;
+    an emptied box means the runs root itself."""
+    if not str(st.session_state.get("runs_dir") or "").strip():
+        st.session_state["runs_dir"] = st.session_state["runs_dir_accepted"] = runs_root()
+        return
     try:
         runs.inside_root(st.session_state["runs_dir"], runs_root())
         st.session_state["runs_dir_accepted"] = st.session_state["runs_dir"]
@@ -101,6 +105,13 @@ def snapshots(run: runs.Run) -> tuple[dict | None, list[str] | None]:
     return _snapshots(str(run.path), _stamp(run.path / runs.SNAPSHOTS))
 
 
+def snapshot_items(run: runs.Run) -> int:
+    """How many items a run's snapshots hold: ``eval.snapshot_items`` plain items of the probe's subset
+    (``eval.probe_per_style``, itself at most ``eval.per_style``)."""
+    cfg = run.config.get("config", {}).get("eval", {})
+    return min(cfg.get("snapshot_items", 256), cfg.get("probe_per_style", 256), cfg.get("per_style", 256))
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def _metrics(path: str, stamp: float) -> list[dict]:
     return runs.read_run(path).metrics()
@@ -117,6 +128,8 @@ def has_teacher_embeddings(run: runs.Run) -> bool:
 
 
 def finished_runs(with_teacher: bool = False) -> list[runs.Run]:
+    if not Path(runs_dir()).is_dir():
+        return []
     """Complete runs; with ``with_teacher`` only those with the teacher's embeddings beside the student's."""
     found = [r for r in runs.list_runs(runs_dir()) if r.complete]
     if with_teacher:
@@ -125,6 +138,8 @@ def finished_runs(with_teacher: bool = False) -> list[runs.Run]:
 
 
 def no_runs_message(what: str = "runs") -> None:
+    if runs_dir_missing():
+        return
     st.info(f"No {what} in `{runs_dir()}` yet. Make the default ones with `make demo` "
             f"(or `python -m lab demo --runs-dir {runs_dir()}`), then reload this page.")
 
@@ -201,11 +216,17 @@ def _tuned_row(record: dict) -> dict:
 def keep_known(key: str, options: list, default=None) -> None:
     """Drop a remembered widget value that is no longer among ``options`` (another runs directory, a
     link from another page), falling back to ``default``."""
+    from lab.app import urlstate
+
     value = st.session_state.get(key)
     if isinstance(value, list):
         st.session_state[key] = [v for v in value if v in options]
+        missing = [v for v in value if v not in options]
+        if missing:
+            urlstate.unknown(key, ", ".join(map(str, missing)))
     elif value is not None and value not in options:
         del st.session_state[key]
+        urlstate.unknown(key, value, default)
     if key not in st.session_state and default is not None:
         st.session_state[key] = default
 

@@ -63,9 +63,9 @@ def geometry_glossary(summary: dict) -> list[dict]:
         words, direction, reference = GLOSSARY.get(key, ("", "", None))
         if isinstance(reference, str):
             reference = summary.get(f"geometry/{reference}")
-        rows.append({"metric": key, "what it measures": words, "direction": direction,
-                     "this run": round(float(value), 3),
-                     "teacher": None if reference is None else round(float(reference), 3)})
+        rows.append({"metric": key, "this run": round(float(value), 3),  # values first: on screen at 1024 px
+                     "teacher": None if reference is None else round(float(reference), 3),
+                     "direction": direction, "what it measures": words})
     return rows
 
 

@@ -13,16 +13,19 @@ TITLES = {
     "ablations": "Ablations",
     "curves": "Training curves",
     "protocols": "Protocols",
+    "divergence": "Student vs teacher",
+    "workbench": "Runs workbench",
 }
 
 # Widgets whose values survive a visit to another page (Streamlit forgets a widget's value once a
 # run does not draw it): the run pickers and the views' settings.
 REMEMBERED = ("geometry_run", "geometry_projection", "geometry_colour", "geometry_items", "geometry_texts",
-              "geometry_search", "geometry_isolate", "geometry_item", "geometry_step",
+              "geometry_search", "geometry_isolate", "geometry_item", "geometry_step", "geometry_compare",
               "similarity_run", "similarity_pair", "similarity_softmax", "similarity_temperature",
               "curve_runs", "curve_keys", "curve_smoothing", "curve_log_y", "curve_x",
-              "sweep_table", "ablation_metric", "ablation_protocol", "protocol",
-              "protocol_run_base2novel", "protocol_run_cross", "protocol_run_domain")
+              "sweep_table", "ablation_metric", "ablation_source", "ablation_protocol", "protocol",
+              "protocol_run_base2novel", "protocol_run_cross", "protocol_run_domain",
+              "divergence_run", "divergence_k", "divergence_item", "divergence_direction")
 
 
 def remember_widgets() -> None:

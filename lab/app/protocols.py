@@ -20,14 +20,26 @@ def protocol_of(run: runs.Run) -> str:
     return run.config.get("config", {}).get("protocol", "base2novel")
 
 
+SHORT = {"student": "student", "teacher": "tuned teacher", "student_zeroshot": "student 0-shot",
+         "teacher_zeroshot": "teacher 0-shot"}
+HEADLINE = {"base2novel": ("hm", "HM"), "cross": ("top1", "top-1"), "domain": ("target_top1", "shifted top-1")}
+
+
 def runs_table(found: list[runs.Run], protocol: str) -> pd.DataFrame:
+    """The protocol's runs, scores first (the headline metric per model, then the student's details), the run's
+    settings last: the numbers stay on screen at 1024 px."""
+    key, name = HEADLINE[protocol]
     rows = []
     for run in found:
-        cfg = run.config.get("config", {})
-        row = {"run": run.run_id, "method": cfg.get("method"), "label space": cfg.get("label_space"),
-               "seed": run.config.get("seed")}
-        row.update({f"{MODELS[who]} {k}": run.summary.get(f"{who}/{k}") for who in MODELS
-                    for k in HEADLINES[protocol]})
+        cfg, summary = run.config.get("config", {}), run.summary
+        row = {f"{SHORT[who]} {name}": summary.get(f"{who}/{key}") for who in SHORT}
+        if protocol == "base2novel":
+            row.update({"student base": summary.get("student/base"), "student novel": summary.get("student/novel")})
+        if protocol == "domain":
+            row[f"student {cfg.get('source_style', 'plain')} top-1"] = summary.get("student/top1")
+        row.update({"run": run.run_id, "method": cfg.get("method"), "seed": run.config.get("seed")})
+        if protocol == "cross":
+            row["label space"] = cfg.get("label_space")
         rows.append(row)
     return pd.DataFrame(rows).round(1)
 
@@ -55,6 +67,8 @@ def pick_protocol_run(chosen: list[runs.Run], protocol: str) -> runs.Run:
 def page() -> None:
     st.title("Protocols")
     explain.intro("protocols")
+    if data.runs_dir_missing():
+        return
     found = [r for r in data.finished_runs() if r.kind == "promptkd"]
     if not found:
         st.info(f"No prompt-distillation runs in `{data.runs_dir()}` yet. Make them with "
@@ -69,7 +83,12 @@ def page() -> None:
     st.plotly_chart(viz.grouped_bars(model_scores(run, protocol), yaxis="top-1 / HM (%)",
                                      title=f"{run.run_id} ({protocol})"), width="stretch")
     st.caption(run.summary.get("protocol", protocol))
-    st.dataframe(runs_table(chosen, protocol), hide_index=True, width="stretch")
+    table = runs_table(chosen, protocol)
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        c: st.column_config.NumberColumn(c, format="%.1f", width="small") for c in table if c not in ("run", "method",
+                                                                                                    "seed", "label space")})
+    st.caption(f"{HEADLINE[protocol][1]} (%) of each model under the {protocol} protocol; 0-shot: before any "
+               f"tuning or distillation.")
     if protocol == "domain":
         st.caption(f"Tuned and distilled on the {run.config['config'].get('source_style', 'plain')} style; "
                    f"the other styles are domains neither model was adapted to.")

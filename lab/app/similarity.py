@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lab import viz
-from lab.app import data, explain
+from lab.app import data, explain, export
 
 TEMPERATURES = [0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0]
 
@@ -19,6 +19,7 @@ def page() -> None:
     run, emb = picked
     explain.budget_banner([run])
     left, middle, right = st.columns(3)
+    data.keep_known("similarity_pair", list(viz.PAIRS))
     pair = left.selectbox("Pair", tuple(viz.PAIRS), key="similarity_pair")
     use_softmax = middle.checkbox("Softmax over rows", value=False, key="similarity_softmax")
     if st.session_state.get("similarity_temperature") not in TEMPERATURES:  # the default, or an old slider's value
@@ -27,8 +28,11 @@ def page() -> None:
                                       format_func=lambda t: f"{t:g}", key="similarity_temperature")
     matrices = viz.similarity_matrices(emb, pair, temperature if use_softmax else None)
     value = f"softmax(cos / {temperature:g})" if use_softmax else "cosine"
-    st.plotly_chart(viz.similarity_heatmaps(matrices, viz.similarity_class_names(emb), value, pair),
-                    width="stretch")
+    names = viz.similarity_class_names(emb)
+    st.plotly_chart(viz.similarity_heatmaps(matrices, names, value, pair), width="stretch")
+    export.data_download(export.matrices_table(matrices, names),
+                         {"run": run.run_id, "pair": pair, "value": value, "items": "one test item per class"},
+                         f"{run.run_id}-similarity-{pair}-{'softmax-' + format(temperature, 'g') if use_softmax else 'cosine'}")
     st.caption(f"{run.run_id}: one test image (and its caption) per class, {len(matrices['teacher'])} classes in "
                f"class order (hover a cell for the two class names); {value}. Teacher and student share one colour "
                f"scale; in the difference, red = the student's similarity is higher, blue = the teacher's is.")

@@ -10,7 +10,8 @@ dashboard and times, from the click to the page drawn and idle again:
   runs, which these runs are not), several rounds;
 * switching runs in the sidebar on the Geometry and Similarity pages;
 * the Geometry page at its heaviest: t-SNE of all 5,120 items (10,240 points with captions);
-* the first t-SNE of a run (512 points: 256 items and their captions, teacher and student), uncached,
+* the first t-SNE and UMAP of a run at the Geometry page's default item count (500 items and their captions,
+  1,000 points, teacher and student), uncached,
   computed as the Geometry page computes it (in this process, no browser).
 
 The first visit of each page (browser and server caches cold) is reported apart. The runs
@@ -28,7 +29,7 @@ from lab.app import browser
 TRAINING = ["train.steps=20", "train.warmup=2", "data.size=512", "train.log_every=5", "eval.per_style=1280"]
 LOSSES = ("clipkd", "fd")
 RUNS_DIR = Path(".cache/dashboard-bench")
-PAGES = ("overview", "geometry", "similarity", "curves")
+PAGES = ("overview", "geometry", "similarity", "curves", "divergence")
 
 
 def make_runs(root: Path, progress: Callable[[str], None]) -> list[str]:
@@ -79,9 +80,13 @@ def measure(root: Path, run_ids: list[str], rounds: int, progress: Callable[[str
     return results
 
 
-def first_tsne(root: Path, run_id: str, items: int = 256) -> dict:
-    """Seconds of the Geometry page's first t-SNE of a run: ``items`` items with their captions (2 × items
-    points; teacher and student each projected), nothing cached — what a new run's first t-SNE costs."""
+def first_projection(root: Path, run_id: str, method: str = "tsne", items: int | None = None) -> dict:
+    """Seconds of the Geometry page's first t-SNE (or UMAP) of a run at the page's default item count
+    (:data:`lab.app.geometry.DEFAULT_ITEMS` items with their captions, 2 × items points; teacher and student
+    each projected), nothing cached — what a new run's first map costs."""
+    from lab.app.geometry import DEFAULT_ITEMS
+
+    items = DEFAULT_ITEMS if items is None else items
     import tempfile
     import time
 
@@ -90,7 +95,7 @@ def first_tsne(root: Path, run_id: str, items: int = 256) -> dict:
     emb = runs.read_run(root / run_id).embeddings()
     with tempfile.TemporaryDirectory() as fresh:
         started = time.perf_counter()
-        viz.map_points(emb, items, True, "tsne", cache_dir=fresh)
+        viz.map_points(emb, items, True, method, cache_dir=fresh)
         seconds = time.perf_counter() - started
     return {"n": 1, "median_s": seconds, "max_s": seconds, "points": 2 * items}
 
@@ -98,8 +103,10 @@ def first_tsne(root: Path, run_id: str, items: int = 256) -> dict:
 def dashboard_times(rounds: int = 3, runs_dir: Path = RUNS_DIR, progress: Callable[[str], None] = print) -> dict:
     run_ids = make_runs(runs_dir, progress)
     results = measure(runs_dir, run_ids, rounds, progress)
-    progress("first t-SNE of a run (512 points, nothing cached)")
-    results["first t-SNE of a run, 512 points (256 items + captions)"] = first_tsne(runs_dir, run_ids[0])
+    for method, name in (("tsne", "t-SNE"), ("umap", "UMAP")):
+        progress(f"first {name} of a run at the default item count (nothing cached)")
+        timed = first_projection(runs_dir, run_ids[0], method)
+        results[f"first {name} of a run, {timed['points']} points (default items + captions)"] = timed
     return results
 
 
