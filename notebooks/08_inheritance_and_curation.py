@@ -156,3 +156,17 @@ answer = s.diagonal() + s[:, chosen_mask].sum(1) + s[chosen_mask].sum(0)
 
 # %%
 check("8.2", answer, s=s, chosen_mask=chosen_mask)
+
+# %% [markdown]
+# ## Self-check quiz
+#
+# A few questions on this lesson's ideas. Put your answer to each in `quiz_answers` — a letter for a
+# multiple-choice question, a number otherwise — and run the cell: it says whether each answer is right and
+# why, and explains every option (under "Explanation of every option"). The grader reads `quiz_answers`
+# from your notebook.
+
+# %% tags=["quiz-answers"]
+from lab.lessons.quiz import show_quiz
+
+quiz_answers = {"8.q1": None, "8.q2": None, "8.q3": None, "8.q4": None}
+show_quiz("08", quiz_answers)
