@@ -334,7 +334,7 @@ def assert_same(mine: torch.Tensor, lab_value: torch.Tensor, what: str, atol: fl
 def check(number: str, answer, **inputs) -> None:
     """Self-check exercise ``number`` on the lesson's own inputs and print the verdict (it never raises, so a
     wrong answer does not stop "Run All"). ``None`` means not attempted yet. Where the exercise asks for a
-    function (``def answer(v, t, scale): …``), the check calls it with ``inputs``; the grader also calls it on
+    function (``answer(v, t, scale)``, defined in the answer cell), the check calls it with ``inputs``; the grader also calls it on
     inputs the student never saw (:mod:`lab.lessons.grade`). The reference is computed by
     :mod:`lab.lessons.exercises` from the lab's own functions, and a wrong answer hears what kind of wrong it is
     (:func:`lab.lessons.exercises.diagnose`) — never the expected value nor the gap to it."""

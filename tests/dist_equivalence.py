@@ -58,8 +58,9 @@ def main(out: str) -> None:
         cfg = PromptDistillConfig(method=method)
         student = Student(zoo.load("shapes-student"), teacher.embed_dim, cfg)
         named = {n: p for n, p in student.named_parameters() if p.requires_grad}
-        results[f"prompt-{method}"] = one_step(named, StageTwoStep(cfg, student, cached["image"], classes, ctx),
-                                               batch, ctx)
+        teacher_classes = classes.flip(0) if method == "kdpl" else None  # KDPL: the teacher's own class weights
+        results[f"prompt-{method}"] = one_step(named, StageTwoStep(cfg, student, cached["image"], classes, ctx,
+                                                                   teacher_classes), batch, ctx)
     if ctx.is_main:
         torch.save({"world_size": ctx.world_size, "results": results}, out)
 

@@ -258,7 +258,7 @@ CASES = {  # case: (command line, the fix the sentence must name)
     "unknown loss term": (lambda f: _distill(f, "--loss", "crd+fdd"),
                           "Unknown loss term 'fdd'; valid terms: crd, fd"),
     "unknown method": (lambda f: ["promptkd", "--method", "kdx", "--runs-dir", str(f / "runs")],
-                       "Unknown method 'kdx'; choose one of: promptkd, comkd, am."),
+                       "Unknown method 'kdx'; choose one of: promptkd, comkd, am, kdpl."),
     "unknown preset": (lambda f: ["pretrain", "--preset", "huge", "--runs-dir", str(f / "runs")],
                        "invalid choice: 'huge'"),
     "unknown config key": (lambda f: _distill(f, "train.stepz=3"),

@@ -54,7 +54,8 @@ def test_edited_csv_rebuilds_the_cache_and_an_unchanged_one_hits_it(tmp_path, te
     np.testing.assert_array_equal(edited["image"].numpy(), first["image"].numpy())  # images did not change
     assert not np.allclose(edited["text"].numpy(), first["text"].numpy())  # captions did
     expected = teacher.model.encode_text(teacher.tokenize(dataset.captions[:2]), normalize=True)
-    np.testing.assert_allclose(edited["text"][:2].numpy(), expected.detach().numpy(), atol=1e-5)
+    stored = edited["text"][:2].float().numpy()  # a file dataset's cache stores float16 (memory-mapped)
+    np.testing.assert_allclose(stored, expected.detach().numpy(), atol=1e-3)
 
     _write_csv(tmp_path / "data", 16, word="circle")  # grown: a new entry of the new length, no IndexError
     _, grown, hit, _ = _load(cache, teacher, csv)

@@ -184,10 +184,10 @@ def test_exercise_checks(capsys):
     assert "Exercise 1.1 (harmonic mean of base and novel accuracy): ✗ wrong — not the expected value" in out
     assert "53.3" not in out and "6.67" not in out, "no expected value, no gap"
     x = torch.randn(40, 8, dtype=torch.float64)
-    check("6.2", torch.zeros(8), x=x)
+    check("6.2", lambda x: torch.zeros(8), x=x)
     assert "the shape is wrong: yours is (8,), the question asks for ()" in capsys.readouterr().out
     y = torch.randn(40, 8, dtype=torch.float64)
-    check("6.3", "0.5", x=x, xt=y)
+    check("6.3", lambda x, xt: "0.5", x=x, xt=y)
     assert "not a number or a tensor" in capsys.readouterr().out
     with pytest.raises(Exception, match="Unknown exercise '9.9'"):
         check("9.9", 1.0)

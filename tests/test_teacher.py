@@ -32,7 +32,10 @@ def test_shipped_teacher_matches_its_card(card):
 # webdataset shards only, the others to evaluation probes, benchmarks and logging.
 ADDED_SINCE_THE_CARD = {"data.shuffle_buffer", "data.flip", "data.corrupt", "data.augment", "data.augmentations",
                         "data.crop_scale", "eval.probe_per_style", "eval.snapshot_items", "eval.benchmarks", "eval.val_per_style",
-                        "train.logger"}
+                        "train.logger", "eval.classnames", "init", "train.accumulate", "train.grad_checkpointing"}
+# ... and the added training settings at the values that train exactly as before (no inheritance, one chunk,
+# no activation checkpointing: the same arithmetic).
+NEUTRAL_TRAINING = {"init": "random", "train.accumulate": 1, "train.grad_checkpointing": False}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -48,6 +51,7 @@ def test_card_recipe_is_the_current_teacher_preset(card):
     on_card, now = _flat(card["config"]), _flat(to_dict(preset_config("teacher")))
     assert {k: now.get(k) for k in on_card} == on_card
     assert set(now) - set(on_card) == ADDED_SINCE_THE_CARD
+    assert {k: now[k] for k in NEUTRAL_TRAINING} == NEUTRAL_TRAINING
 
 
 def test_shipped_teacher_zero_shot_on_fresh_test_images(card):

@@ -263,6 +263,7 @@ def columns_in_view(table) -> list[str]:
 
 def first_rows(table, n: int = 3) -> list[list[str]]:
     """The texts of the first ``n`` rows of a dataframe as drawn (its sort applied)."""
+    table.locator("tbody tr").first.wait_for(state="attached", timeout=30_000)
     return table.evaluate(FIRST_CELLS, n)
 
 

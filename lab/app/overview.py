@@ -86,16 +86,20 @@ def column_config() -> dict:
     return {k: st.column_config.NumberColumn(LABELS[k], format=FORMATS.get(k, "%.1f")) for k in KEY_METRICS}
 
 
-def filtered(table: pd.DataFrame) -> pd.DataFrame:
-    """The table restricted by the page's filters: run kinds and a search over run ids and objectives."""
-    left, right = st.columns([1, 2])
+def filtered(table: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The table restricted by the page's filters (run kinds, a search over run ids and objectives), and the run
+    picked in the same row to open in the other pages (None until one is picked)."""
+    left, middle, right = st.columns([1, 1.3, 1.3])
     kinds = left.multiselect("Kinds", sorted(table["kind"].unique()), placeholder="all kinds")
-    search = right.text_input("Search runs and objectives", placeholder="e.g. crd, s1, comkd")
+    search = middle.text_input("Search runs and objectives", placeholder="e.g. crd, s1, comkd")
     keep = table["kind"].isin(kinds) if kinds else pd.Series(True, index=table.index)
     if search:
         text = table["run"] + " " + table["objective"].astype(str)
         keep &= text.str.contains(search, case=False, regex=False)
-    return table[keep].reset_index(drop=True)
+    shown = table[keep].reset_index(drop=True)
+    run_id = right.selectbox("Open a run in the other pages", list(shown["run"]), index=None,
+                             placeholder="pick a run", key="overview_open")
+    return shown, run_id
 
 
 def links(run: runs.Run) -> None:
@@ -167,18 +171,16 @@ def runs_section() -> None:
     explain.budget_banner(complete)
     table = runs_table(found)
     if not table.empty:
-        shown = filtered(table)
+        shown, run_id = filtered(table)
         st.caption(f"{len(shown)} of {len(table)} finished runs, one table per task (HM is only comparable within "
                    f"one), each sorted by HM.")
+        if run_id is not None:
+            links(next(r for r in found if r.run_id == run_id))
         for task, part in by_task(shown):
-            st.markdown(f"**{task}** ({len(part)} runs)")
+            st.markdown(f"**{task}** ({len(part)} {'run' if len(part) == 1 else 'runs'})")
             st.dataframe(part, hide_index=True, width="stretch", column_config=column_config(),
                          height=min(36 + 35 * len(part), 400))
             st.caption(task_caption(task))
-        run_id = st.selectbox("Open a run in the other pages", list(shown["run"]), index=None,
-                              placeholder="pick a run", key="overview_open")
-        if run_id is not None:
-            links(next(r for r in found if r.run_id == run_id))
     unfinished = [r for r in found if r.ok and not r.complete]
     if unfinished:
         st.caption("Unfinished (no summary yet): " + ", ".join(r.run_id for r in unfinished))

@@ -119,9 +119,9 @@ def page() -> None:
         keep &= (frame["run"] + " " + frame["terms and weights"]).str.contains(search, case=False, regex=False)
     shown = frame[keep].reset_index(drop=True)
     chosen = [r for r in found if r.run_id in set(shown["run"])]
-    for sentence in mixed(shown):
+    st.dataframe(shown.drop(columns="configuration"), hide_index=True, width="stretch", height=260)
+    for sentence in mixed(shown):  # under the table, which stays on the first screen
         st.warning(sentence)
-    st.dataframe(shown.drop(columns="configuration"), hide_index=True, width="stretch", height=300)
     export.data_download(shown, {"runs dir": data.runs_dir()}, "runs-workbench", label="CSV of the table")
 
     st.subheader("Grouped by configuration (mean ± std over seeds)")

@@ -679,7 +679,8 @@ def grade(paths: list[Path], timeout: int = 300, runs_dir: str | Path | None = N
 
 
 def _order(number: str) -> tuple:
-    return tuple(int(x) if x.isdigit() else x for x in re.split(r"[.]", number))
+    """Exercises in numeric order (2.10 after 2.9), a lesson's quiz questions (``2.q1``) after its exercises."""
+    return tuple((0, int(x), "") if x.isdigit() else (1, 0, x) for x in re.split(r"[.]", number))
 
 
 def _points(x: float) -> str:

@@ -33,7 +33,8 @@ from lab.lessons import editions, export, offline
 from lab.lessons.sources import NOTEBOOK_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ("README.md", "docs/results.md", "docs/methods.md", "docs/usage.md", "docs/dashboard.md",
+PAGES = ("README.md", "docs/results.md", "docs/methods.md", "docs/methods-modern.md", "docs/methods-modern2.md",
+         "docs/usage.md", "docs/dashboard.md",
          "docs/real-scale.md", "docs/reliability.md", "docs/status.md", "benchmarks/README.md",
          "notebooks/README.md", "notebooks/INSTRUCTORS.md")
 ASSETS = ("docs/screenshots",)
@@ -140,7 +141,8 @@ def stage(src: Path, edition: str = "student", executed: Path | None = None) -> 
                        "links": {"not_found": "warn", "absolute_links": "warn", "unrecognized_links": "warn",
                                  "anchors": "warn"}},
         "nav": [{"Home": "README.md"},
-                {"Results": ["docs/results.md", "docs/methods.md", "benchmarks/README.md"]},
+                {"Results": ["docs/results.md", "docs/methods.md", "docs/methods-modern.md",
+                             "docs/methods-modern2.md", "benchmarks/README.md"]},
                 {"Using the lab": ["docs/usage.md", "docs/dashboard.md", "docs/real-scale.md",
                                    "docs/reliability.md", "docs/status.md"]},
                 {"Lessons": ["notebooks/README.md", *lessons, "notebooks/INSTRUCTORS.md"]}],
