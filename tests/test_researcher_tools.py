@@ -109,3 +109,29 @@ def test_wandb_missing_is_one_sentence_before_any_model(tmp_path, monkeypatch, c
     assert "needs the wandb package" in capsys.readouterr().err
     assert not (tmp_path / "nowb").exists()
     assert _distill(tmp_path, "bad", "train.logger=mlflow") == 2
+
+
+QUICK = ["data.size=64", "train.steps=3", "train.batch_size=16", "train.warmup=1", "eval.per_style=8",
+         "train.threads=1"]
+
+
+def test_sweep_through_submitit_local_executor_trains_and_tabulates(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("LAB_SUBMITIT_CLUSTER", "local")  # submitit's local executor: Slurm's path without Slurm
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("PYTHONPATH", str(root))  # the jobs' fresh interpreters import this checkout's lab
+    assert main(["sweep", "--grid", "core", "--fast", "--runs-dir", str(tmp_path), "--executor", "slurm",
+                 "--slurm-partition", "gpu", "--slurm-time", "5", "--slurm-gpus", "0", *QUICK]) == 0
+    finished = sorted(p.parent.name for p in tmp_path.glob("fast-*/summary.json"))
+    assert len(finished) == 2  # the no-KD student and CLIP-KD, each trained by a submitit job
+    assert list((tmp_path / "_submitit").glob("*_result.pkl"))  # … really through submitit
+    table = (tmp_path / "_tables" / "fast-core.md").read_text()
+    assert "| no KD (task only) | 0 |" in table and "| FD+ICL+CRD (CLIP-KD) | 0 |" in table
+    assert json.loads((tmp_path / finished[0] / runs.SUMMARY).read_text())["steps"] == 3  # the overrides reached the jobs
+
+
+def test_sweep_executor_slurm_without_sbatch_is_one_sentence(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LAB_SUBMITIT_CLUSTER", "slurm")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    assert main(["sweep", "--grid", "core", "--fast", "--runs-dir", str(tmp_path / "r"), "--executor", "slurm"]) == 2
+    assert "needs Slurm's sbatch on PATH" in capsys.readouterr().err
