@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="runs trained at once, each in its own process (one per GPU when there are several; "
                         "default 1, usually fastest on a CPU)")
+    p.add_argument("--executor", default="local", choices=("local", "slurm"),
+                   help="local (default): this machine, --jobs at a time; slurm: every run a Slurm job through "
+                        "submitit (logs under <runs-dir>/_submitit/)")
+    p.add_argument("--slurm-partition", default="", help="with --executor slurm: the partition (default: Slurm's)")
+    p.add_argument("--slurm-time", type=positive_int, default=60, help="with --executor slurm: minutes per run")
+    p.add_argument("--slurm-gpus", type=non_negative_int, default=1, help="with --executor slurm: GPUs per run")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides applied to every run")
 
     p = sub.add_parser("tune", help="choose every term's weight of a grid on the validation split; write the "
@@ -343,7 +349,9 @@ def _cmd_sweep(args) -> int:
     scale = "fast" if args.fast else args.scale
     check_scale(scale)
     _writable_runs_dir(args.runs_dir)
-    table = sweep(args.grid, args.seeds, args.runs_dir, scale, args.overrides, jobs=args.jobs)
+    slurm = {"partition": args.slurm_partition, "time": args.slurm_time, "gpus": args.slurm_gpus}
+    table = sweep(args.grid, args.seeds, args.runs_dir, scale, args.overrides, jobs=args.jobs, executor=args.executor,
+                  slurm=slurm)
     print(table.read_text())
     print(f"tables written to {table} and {table.with_suffix('.csv')}")
     return 0

@@ -16,8 +16,10 @@ from tqdm.auto import tqdm
 
 from lab import runs
 from lab.experiments.grids import NO_KD, SCALES, PromptRow, Row, check_scale, grid_rows, run_id
-from lab.experiments.parallel import run_jobs
+from lab.experiments.parallel import check_executor, check_submitit, run_jobs, run_submitit
 from lab.experiments.tables import write_tables
+
+SUBMITIT_DIR = "_submitit"  # sweep --executor slurm: each job's logs and pickles, under the runs dir
 
 
 def train_row(row: Row, seed: int, runs_dir: Path, scale: str = "full", overrides: Sequence[str] = ()) -> Path:
@@ -53,20 +55,26 @@ def _train_job(job: tuple) -> Path:
 
 
 def sweep_rows(rows: Sequence[Row | PromptRow], seeds: int, runs_dir: Path, scale: str = "full",
-               overrides: Sequence[str] = (), jobs: int = 1) -> None:
-    """Train every (row, seed) that has not finished; with ``jobs`` > 1 that many at a time, the no-KD
-    students (which the prompt rows start from) first."""
+               overrides: Sequence[str] = (), jobs: int = 1, executor: str = "local",
+               slurm: dict | None = None) -> None:
+    """Train every (row, seed) that has not finished; with ``jobs`` > 1 that many at a time (or, with
+    ``executor="slurm"``, each a Slurm job through submitit), the no-KD students (which the prompt rows
+    start from) first."""
+    check_executor(executor)
     todo = [(row, seed) for seed in range(seeds) for row in rows]
     done = sum(runs.read_run(runs_dir / run_id(r, s, scale)).complete for r, s in todo)
     if done:
         tqdm.write(f"{done} of {len(todo)} runs finished earlier and are skipped")
-    if jobs > 1:
+    if jobs > 1 or executor == "slurm":
         needs_nokd = any(r == NO_KD or isinstance(r, PromptRow) for r in rows)
         stages = [[(NO_KD, s) for s in range(seeds)] if needs_nokd else [], [j for j in todo if j[0] != NO_KD]]
         for stage in stages:
             stage = [(r, s) for r, s in stage if not runs.read_run(runs_dir / run_id(r, s, scale)).complete]
-            run_jobs(_train_job, [(r, s, runs_dir, scale, tuple(overrides)) for r, s in stage], jobs,
-                     desc=f"sweep ({len(stage)} runs)")
+            work = [(r, s, runs_dir, scale, tuple(overrides)) for r, s in stage]
+            if executor == "slurm":
+                run_submitit(_train_job, work, runs_dir / SUBMITIT_DIR, slurm, desc=f"sweep ({len(stage)} runs)")
+            else:
+                run_jobs(_train_job, work, jobs, desc=f"sweep ({len(stage)} runs)")
         return
     bar = tqdm(todo, desc="sweep", unit="run")
     for row, seed in bar:
@@ -75,9 +83,12 @@ def sweep_rows(rows: Sequence[Row | PromptRow], seeds: int, runs_dir: Path, scal
 
 
 def sweep(grid: str, seeds: int = 1, runs_dir: str | Path = "runs", scale: str = "full",
-          overrides: Sequence[str] = (), jobs: int = 1) -> Path:
-    """Train every (row, seed) of ``grid`` that has not finished (``jobs`` at a time), then write its tables;
-    returns the .md path."""
+          overrides: Sequence[str] = (), jobs: int = 1, executor: str = "local", slurm: dict | None = None) -> Path:
+    """Train every (row, seed) of ``grid`` that has not finished (``jobs`` at a time, or as Slurm jobs with
+    ``executor="slurm"``), then write its tables here; returns the .md path."""
     check_scale(scale)
-    sweep_rows(grid_rows(grid), seeds, Path(runs_dir), scale, overrides, jobs)
+    check_executor(executor)
+    if executor == "slurm":
+        check_submitit()
+    sweep_rows(grid_rows(grid), seeds, Path(runs_dir), scale, overrides, jobs, executor, slurm)
     return write_tables(grid, seeds, runs_dir, scale)

@@ -41,7 +41,7 @@ from lab.models.inherit import check_init, initialise
 from lab.models.prompts import encode_text_batches, trim_padding
 from lab.train import dist
 from lab.train.cache import TeacherCache
-from lab.train.logger import RunLogger
+from lab.train.logger import RunLogger, check_logger_available
 from lab.train.reinforced_cache import ShardTeacher
 from lab.train.synthetic import Synthetic, unpaired_texts
 from lab.data.datacompdr import DRTeacher, is_reinforced, split_blocks
@@ -180,6 +180,7 @@ class DistillStep:
         self.extra_teachers = list(extra_teachers)  # [(teacher, cached dict or None)] after teacher 1
         self.synthetic, self.unpaired = synthetic, unpaired
         self.stored_synthetic = False  # DataCompDR-layout shards: the synthetic caption and its embeddings are stored
+        self.teacher_forwards = 0  # the teacher's forward passes run so far (0 from a cache): summary.json
         self.accumulate = accumulate  # > 1: GradCache (lab.train.gradcache) — this step backpropagates itself
         self.backpropagates = accumulate > 1
         self.mask_ratio, self.mfd_input, self.ctx = mask_ratio, mfd_input, ctx
@@ -205,6 +206,7 @@ class DistillStep:
         if self.cached is not None:
             return self._cached_rows(self.cached, batch)
         teacher = self.teacher
+        self.teacher_forwards += 1
         with torch.no_grad():
             t_images = images if teacher.image_size == self.student.image_size else teacher.image_tensor(batch.images)
             return (teacher.model.encode_image(t_images, normalize=True),
@@ -220,6 +222,7 @@ class DistillStep:
             if cached is not None:
                 out.append(self._cached_rows(cached, batch))
                 continue
+            self.teacher_forwards += 1
             with torch.no_grad():
                 t_images = images if teacher.image_size == self.student.image_size else teacher.image_tensor(batch.images)
                 out.append((teacher.model.encode_image(t_images, normalize=True),
@@ -332,6 +335,7 @@ def distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path = "runs", over
     if not teacher_names:
         raise LabError("teacher is empty; name one (shipped) or an ensemble (shipped,runs/OTHER).")
     check_contrastive_batch(cfg.train.batch_size)
+    check_logger_available(cfg.train.logger)  # an unknown logger or a missing wandb, before any model loads
     objective_probe = Objective(cfg.loss, 1, 1, cfg.weights, cfg.variant, projection_point=cfg.projection,
                                 ensemble_average=cfg.ensemble_average,
                                 task_weight=cfg.task_weight)  # bad names and weights, before any model loads
@@ -423,7 +427,7 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
         student.model.set_grad_checkpointing(True)
     student.model.train()
     params = list(student.model.named_parameters()) + [(f"objective.{n}", p) for n, p in objective.named_parameters()]
-    logger = RunLogger(writer, cfg.train.logger, ctx.is_main)
+    logger = RunLogger(writer, cfg.train.logger, ctx.is_main, config=to_dict(cfg))
     trainer = Trainer(params, cfg.train, logger.log, desc=f"distill {run_id}", ctx=ctx)
     step_fn = DistillStep(student, teacher, objective, cached, cfg.mask_ratio, classnames, cfg.train.seed,
                           cfg.mfd_input, ctx, extra_teachers, synthetic, cfg.unpaired,
@@ -441,6 +445,8 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
         restore(checkpoint, trainer, {"model": student.model.load_state_dict, "objective": objective.load_state_dict},
                 generators, ctx)
         check_resume(checkpoint["config"], cfg)
+        logger.resume(trainer.step)  # TensorBoard drops what was logged after the checkpoint
+        step_fn.teacher_forwards = int(checkpoint.get("teacher_forwards", 0))
         if ctx.is_main:
             print(f"resuming {run_id} at step {trainer.step} of {cfg.train.steps}")
 
@@ -460,7 +466,8 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
         if ctx.is_main:
             writer.save_checkpoint(training_state(
                 trainer, {"model": student.model.state_dict(), "objective": objective.state_dict()}, to_dict(cfg),
-                generators, arch=student.arch, processes=ctx.world_size))
+                generators, arch=student.arch, processes=ctx.world_size,
+                teacher_forwards=step_fn.teacher_forwards))
 
     damage = DamageReport()
     batches = damage.track(step_batches(dataset, load_batch, cfg.train.steps, cfg.train.seed,
@@ -484,6 +491,7 @@ def _distill(cfg: DistillConfig, run_id: str, runs_dir: str | Path, overwrite: b
     writer.finish({
         **metrics, **damaged, "formula": objective.formula(), "params": student.num_parameters(),
         "teacher_params": teacher.num_parameters(), "teacher_mode": teacher_mode,
+        "teacher_forwards": step_fn.teacher_forwards,
         "wall_time_s": stats.wall_time_s, "eval_time_s": time.perf_counter() - t0,
         "mean_step_s": stats.mean_step_s, "mean_data_s": stats.mean_data_s, "images_per_s": stats.images_per_s,
         "steps": stats.steps, "processes": ctx.world_size, **dataset_counts(cfg.data, dataset), "precision": cfg.train.precision,
