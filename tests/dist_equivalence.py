@@ -58,9 +58,13 @@ def main(out: str) -> None:
         cfg = PromptDistillConfig(method=method)
         student = Student(zoo.load("shapes-student"), teacher.embed_dim, cfg)
         named = {n: p for n, p in student.named_parameters() if p.requires_grad}
-        teacher_classes = classes.flip(0) if method == "kdpl" else None  # KDPL: the teacher's own class weights
-        results[f"prompt-{method}"] = one_step(named, StageTwoStep(cfg, student, cached["image"], classes, ctx,
-                                                                   teacher_classes), batch, ctx)
+        student_classes, teacher_classes = classes, None
+        if method == "kdpl":  # KDPL: the student's own class weights (its width) and the teacher's
+            student_classes = F.normalize(torch.randn(64, student.clip.embed_dim,
+                                                      generator=torch.Generator().manual_seed(2)), dim=-1)
+            teacher_classes = classes
+        results[f"prompt-{method}"] = one_step(named, StageTwoStep(cfg, student, cached["image"], student_classes,
+                                                                   ctx, teacher_classes), batch, ctx)
     if ctx.is_main:
         torch.save({"world_size": ctx.world_size, "results": results}, out)
 
