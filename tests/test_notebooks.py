@@ -252,10 +252,12 @@ def test_grader_tabulates_three_submissions(executed, lesson_runs, tmp_path, cap
     finally:
         del os.environ["LAB_RUNS_DIR"]
     table = capsys.readouterr().out.splitlines()
-    assert re.match(r"student\s+1\.1\s+1\.2\s+total", table[0])
-    assert re.match(r"ada\s+correct 2/2\s+correct 2/2\s+4/4", table[1])
-    assert re.match(r"bob\s+wrong 0/2\s+correct 2/2\s+2/4", table[2])
-    assert re.match(r"cy\s+not attempted 0/2\s+not attempted 0/2\s+0/4", table[3])
+    # the lesson's four self-check quiz questions follow its exercises (unanswered here: 0 of 1 point each)
+    assert re.match(r"student\s+1\.1\s+1\.2\s+1\.q1\s+1\.q2\s+1\.q3\s+1\.q4\s+total", table[0])
+    quiz = r"(\s+not attempted 0/1){4}"
+    assert re.match(r"ada\s+correct 2/2\s+correct 2/2" + quiz + r"\s+4/8", table[1])
+    assert re.match(r"bob\s+wrong 0/2\s+correct 2/2" + quiz + r"\s+2/8", table[2])
+    assert re.match(r"cy\s+not attempted 0/2\s+not attempted 0/2" + quiz + r"\s+0/8", table[3])
     rows = list(csv.reader(csv_path.read_text().splitlines()))
     assert rows[0] == grade.CSV_HEADER
     assert rows[1] == ["ada", "01_clip_shapes_teacher", "1.1", "", "", "correct", "2", "2", ""]
